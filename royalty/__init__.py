@@ -1,0 +1,1 @@
+"""Royalty engine: the `royalty` command line, configuration and logging."""

@@ -1,0 +1,73 @@
+"""The `royalty` command line: one subcommand per long-running component, plus tools."""
+
+from __future__ import annotations
+
+import typer
+
+from royalty.commands import config as config_cmd
+from royalty.commands import db as db_cmd
+from royalty.commands import deploy as deploy_cmd
+from royalty.commands import stack as stack_cmd
+from royalty.commands.demo import demo
+from royalty.commands.placeholder import not_yet
+
+app = typer.Typer(
+    name="royalty",
+    help="Indexer and royalty settlement engine for community-owned AI models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db_cmd.app, name="db")
+app.add_typer(stack_cmd.app, name="stack")
+app.command()(demo)
+app.command()(deploy_cmd.deploy)
+
+indexer_app = typer.Typer(help="Chain indexer.", no_args_is_help=True)
+app.add_typer(indexer_app, name="indexer")
+
+
+@indexer_app.command("run")
+def indexer_run() -> None:
+    """Follow the chain into the database and the `chain` topic."""
+    not_yet("indexer run", "chain indexer")
+
+
+@app.command()
+def gateway() -> None:
+    """Metering gateway in front of Triton."""
+    not_yet("gateway", "metering")
+
+
+@app.command()
+def worker() -> None:
+    """Stream processor joining usage with chain state (faust worker)."""
+    not_yet("worker", "stream processing")
+
+
+@app.command()
+def settle() -> None:
+    """Close epochs, compute distributions and commit them on-chain."""
+    not_yet("settle", "settlement")
+
+
+@app.command()
+def verify() -> None:
+    """Recompute an epoch from public inputs and check it against the chain."""
+    not_yet("verify", "settlement")
+
+
+@app.command()
+def api() -> None:
+    """Serve the public and claims API."""
+    not_yet("api", "settlement API")
+
+
+@app.command()
+def status() -> None:
+    """Lag, watermarks, open epochs, spool depth and dead letters of every component."""
+    not_yet("status", "operations")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Subcommands of the `royalty` command line, one module per command group."""

@@ -1,0 +1,332 @@
+"""Configuration of every component: environment variables over a TOML file over defaults.
+
+The defaults are the embedded ones (SQLite file, chDB directory, local anvil, in-process bus), so
+a fresh checkout runs without any configuration. Each component has one settings class with its
+own environment prefix and TOML table; `get_settings()` builds them all once and validates them
+up front, and the result is passed to the components (nothing reads settings at import time).
+
+    ROYALTY_CONFIG_FILE=royalty.toml   # optional; ./royalty.toml is read when it exists
+    ROYALTY_DB_URL=postgresql+psycopg://...  # env beats the file's [db] url
+
+`docs/configuration.md` is generated from these classes (`royalty config docs`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+CONFIG_FILE_ENV = "ROYALTY_CONFIG_FILE"
+DEFAULT_CONFIG_FILE = Path("royalty.toml")
+
+
+def config_file() -> Path | None:
+    """The TOML file in force: $ROYALTY_CONFIG_FILE (must exist), else ./royalty.toml if any."""
+    explicit = os.environ.get(CONFIG_FILE_ENV)
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ValueError(f"{CONFIG_FILE_ENV}={explicit}: no such file")
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class TomlTableSource(PydanticBaseSettingsSource):
+    """Reads one table (`[db]`, `[kafka]`, ...) of the TOML configuration file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], table: str) -> None:
+        super().__init__(settings_cls)
+        path = config_file()
+        data: dict[str, Any] = {}
+        if path is not None:
+            with path.open("rb") as fh:
+                doc = tomllib.load(fh)
+            section = doc.get(table, {})
+            if not isinstance(section, dict):
+                raise ValueError(f"{path}: [{table}] must be a table")
+            data = section
+        self._data = data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class ComponentSettings(BaseSettings):
+    """Base of the per-component settings: env prefix + one TOML table each."""
+
+    toml_table: ClassVar[str] = ""
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlTableSource(settings_cls, cls.toml_table))
+
+
+class EngineSettings(ComponentSettings):
+    """Process-wide settings."""
+
+    toml_table: ClassVar[str] = "engine"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_", extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        Path("var"), description="Directory of embedded state (SQLite file, chDB, spool, manifest)."
+    )
+    bus: Literal["memory", "kafka"] = Field(
+        "memory", description="Event bus: in-process queues (embedded) or Kafka."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
+    log_json: bool = Field(False, description="Structured JSON logs instead of console lines.")
+
+
+class DatabaseSettings(ComponentSettings):
+    """The settlement database (source of truth for accruals, epochs, projections)."""
+
+    toml_table: ClassVar[str] = "db"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_DB_", extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Default: SQLite file `<data_dir>/royalty.db`. "
+        "PostgreSQL: `postgresql+psycopg://user@host:port/db`.",
+    )
+    echo: bool = Field(False, description="Log every SQL statement.")
+
+    @field_validator("url")
+    @classmethod
+    def _supported(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("only sqlite and postgresql URLs are supported")
+        return v
+
+
+class ChainSettings(ComponentSettings):
+    """The chain the indexer follows and the settler commits to."""
+
+    toml_table: ClassVar[str] = "chain"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_CHAIN_", extra="forbid", frozen=True)
+
+    rpc_urls: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8545"],
+        description="JSON-RPC endpoints, tried in order with failover (JSON list in env).",
+    )
+    confirmations: int = Field(
+        2, ge=0, description="Blocks behind head before a block counts as finalized."
+    )
+    manifest_path: Path | None = Field(
+        None, description="Deployment manifest. Default: `<data_dir>/deployment.json`."
+    )
+    poll_interval_s: float = Field(1.0, gt=0, description="Head polling interval, seconds.")
+    max_block_range: int = Field(
+        2000, gt=0, description="Upper bound of one eth_getLogs block range."
+    )
+    settler_private_key: SecretStr | None = Field(
+        None, description="Key of the settler role (hex). Default on anvil: dev account 1."
+    )
+
+
+class KafkaSettings(ComponentSettings):
+    """Kafka brokers and topic names (used when `bus = kafka`)."""
+
+    toml_table: ClassVar[str] = "kafka"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_KAFKA_", extra="forbid", frozen=True)
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Comma-separated host:port list.")
+    usage_topic: str = Field("usage", description="CloudEvents usage events, key = model id.")
+    chain_topic: str = Field("chain", description="Decoded chain events and retractions.")
+    accruals_topic: str = Field("accruals", description="Priced, valid usage.")
+    dead_letter_topic: str = Field("usage.dead-letter", description="Rejected usage with reason.")
+    partitions: int = Field(3, gt=0, description="Partitions of topics the engine creates.")
+    client_id: str = Field("royalty-engine", description="Kafka client id prefix.")
+
+
+class AnalyticsSettings(ComponentSettings):
+    """ClickHouse for analysts: embedded chDB by default, a server by URL."""
+
+    toml_table: ClassVar[str] = "analytics"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_ANALYTICS_", extra="forbid", frozen=True)
+
+    url: str | None = Field(
+        None,
+        description="`chdb:///abs/path` or `http(s)://user:pass@host:port`. "
+        "Default: chDB in `<data_dir>/analytics`.",
+    )
+    database: str = Field("royalty", description="ClickHouse database name.")
+
+
+class TritonSettings(ComponentSettings):
+    """The Triton server behind the metering gateway."""
+
+    toml_table: ClassVar[str] = "triton"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_TRITON_", extra="forbid", frozen=True)
+
+    http_url: str = Field("127.0.0.1:8000", description="Triton KServe v2 HTTP endpoint.")
+    grpc_url: str = Field("127.0.0.1:8001", description="Triton KServe v2 gRPC endpoint.")
+    metrics_url: str = Field(
+        "http://127.0.0.1:8002/metrics", description="Triton Prometheus metrics."
+    )
+
+
+class ApiSettings(ComponentSettings):
+    """The public/claims API."""
+
+    toml_table: ClassVar[str] = "api"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_API_", extra="forbid", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8080, gt=0, lt=65536, description="Bind port.")
+    page_size_max: int = Field(500, gt=0, description="Largest page a list endpoint returns.")
+
+
+class EpochSettings(ComponentSettings):
+    """Epoch windows and watermarks."""
+
+    toml_table: ClassVar[str] = "epochs"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_EPOCH_", extra="forbid", frozen=True)
+
+    length_s: int = Field(3600, gt=0, description="Epoch length in seconds.")
+    genesis_s: int = Field(0, ge=0, description="Start (unix seconds) of epoch 0.")
+    allowed_lateness_s: int = Field(
+        300, ge=0, description="Usage watermark = max event time seen minus this."
+    )
+    dispute_window_s: int = Field(
+        3600, ge=0, description="Seconds after commit before an epoch is claimable."
+    )
+
+
+class Settings(BaseModel):
+    """All component settings, validated together, with embedded defaults resolved."""
+
+    model_config = {"frozen": True}
+
+    engine: EngineSettings
+    db: DatabaseSettings
+    chain: ChainSettings
+    kafka: KafkaSettings
+    analytics: AnalyticsSettings
+    triton: TritonSettings
+    api: ApiSettings
+    epochs: EpochSettings
+
+    @model_validator(mode="after")
+    def _resolve_embedded_defaults(self) -> Settings:
+        data_dir = self.engine.data_dir.resolve()
+        updates: dict[str, ComponentSettings] = {}
+        if self.db.url is None:
+            updates["db"] = self.db.model_copy(
+                update={"url": f"sqlite:///{data_dir / 'royalty.db'}"}
+            )
+        if self.analytics.url is None:
+            updates["analytics"] = self.analytics.model_copy(
+                update={"url": f"chdb://{data_dir / 'analytics'}"}
+            )
+        if self.chain.manifest_path is None:
+            updates["chain"] = self.chain.model_copy(
+                update={"manifest_path": data_dir / "deployment.json"}
+            )
+        for name, value in updates.items():
+            object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def database_url(self) -> str:
+        assert self.db.url is not None  # resolved above
+        return self.db.url
+
+    @property
+    def analytics_url(self) -> str:
+        assert self.analytics.url is not None
+        return self.analytics.url
+
+    @property
+    def manifest_path(self) -> Path:
+        assert self.chain.manifest_path is not None
+        return self.chain.manifest_path
+
+
+COMPONENTS: dict[str, type[ComponentSettings]] = {
+    "engine": EngineSettings,
+    "db": DatabaseSettings,
+    "chain": ChainSettings,
+    "kafka": KafkaSettings,
+    "analytics": AnalyticsSettings,
+    "triton": TritonSettings,
+    "api": ApiSettings,
+    "epochs": EpochSettings,
+}
+
+
+def load_settings() -> Settings:
+    """Build and validate every component's settings from env, TOML file and defaults."""
+    parts: dict[str, Any] = {name: cls() for name, cls in COMPONENTS.items()}
+    return Settings(**parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built once (call `get_settings.cache_clear()` in tests)."""
+    return load_settings()
+
+
+def _env_name(cls: type[ComponentSettings], field: str) -> str:
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    return f"{prefix}{field}".upper()
+
+
+def render_docs() -> str:
+    """Markdown reference of every setting (the content of docs/configuration.md)."""
+    lines = [
+        "# Configuration",
+        "",
+        "Generated by `royalty config docs` from `royalty/config.py`; do not edit by hand.",
+        "",
+        "Every setting is read, highest priority first, from: its environment variable; the",
+        "table of the TOML file named by `ROYALTY_CONFIG_FILE` (or `./royalty.toml` when it",
+        "exists); the default. Defaults are the embedded ones: nothing needs configuring to run",
+        "the engine on one machine. List values in environment variables are JSON",
+        '(`ROYALTY_CHAIN_RPC_URLS=\'["http://a:8545","http://b:8545"]\'`).',
+        "",
+    ]
+    for table, cls in COMPONENTS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        lines += [
+            f"## `[{table}]` — {doc}",
+            "",
+            "| env | TOML key | type | default | meaning |",
+            "|---|---|---|---|---|",
+        ]
+        for name, info in cls.model_fields.items():
+            annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
+            annotation = annotation.replace("typing.", "").replace("pathlib.", "")
+            if info.default_factory is not None:
+                default = repr(info.default_factory())  # type: ignore[call-arg]
+            else:
+                default = repr(info.default)
+            lines.append(
+                f"| `{_env_name(cls, name)}` | `{name}` | `{annotation}` | `{default}` | "
+                f"{info.description or ''} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
