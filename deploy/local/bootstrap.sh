@@ -58,12 +58,12 @@ else
 fi
 
 # --- Kafka broker jars -----------------------------------------------------------------------
-kver=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/local/kafka/pom.xml)
-kdir="$cache/kafka-$kver-$(fingerprint deploy/local/kafka/pom.xml)"
+kver=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/local/kafka-broker/pom.xml)
+kdir="$cache/kafka-$kver-$(fingerprint deploy/local/kafka-broker/pom.xml)"
 if [ ! -f "$kdir/.complete" ]; then
   say "resolving Apache Kafka $kver broker jars with Maven into $kdir"
   rm -rf "$kdir"
-  mvn -q -B -f deploy/local/kafka/pom.xml dependency:copy-dependencies \
+  mvn -q -B -f deploy/local/kafka-broker/pom.xml dependency:copy-dependencies \
     -DoutputDirectory="$kdir/libs" -DincludeScope=runtime
   touch "$kdir/.complete"
 else
