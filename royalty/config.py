@@ -295,6 +295,16 @@ def _env_name(cls: type[ComponentSettings], field: str) -> str:
     return f"{prefix}{field}".upper()
 
 
+def _type_name(annotation: Any) -> str:
+    """A readable name for a field's type in the reference table."""
+    text = getattr(annotation, "__name__", None)
+    if text is None or getattr(annotation, "__args__", None):
+        text = str(annotation)
+    for noise in ("typing.", "pathlib.", "pydantic.types."):
+        text = text.replace(noise, "")
+    return text.replace("|", "\\|")
+
+
 def render_docs() -> str:
     """Markdown reference of every setting (the content of docs/configuration.md)."""
     lines = [
@@ -318,15 +328,14 @@ def render_docs() -> str:
             "|---|---|---|---|---|",
         ]
         for name, info in cls.model_fields.items():
-            annotation = getattr(info.annotation, "__name__", None) or str(info.annotation)
-            annotation = annotation.replace("typing.", "").replace("pathlib.", "")
             if info.default_factory is not None:
-                default = repr(info.default_factory())  # type: ignore[call-arg]
+                default: Any = info.default_factory()  # type: ignore[call-arg]
             else:
-                default = repr(info.default)
+                default = info.default
+            shown = str(default) if isinstance(default, Path) else repr(default)
             lines.append(
-                f"| `{_env_name(cls, name)}` | `{name}` | `{annotation}` | `{default}` | "
-                f"{info.description or ''} |"
+                f"| `{_env_name(cls, name)}` | `{name}` | `{_type_name(info.annotation)}` | "
+                f"`{shown}` | {info.description or ''} |"
             )
         lines.append("")
     return "\n".join(lines)

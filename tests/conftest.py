@@ -91,3 +91,22 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = server.create_database(name)
     yield url
     server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's one chDB directory: chDB opens a single path per process."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def analytics_database(chdb_dir: Path) -> Iterator[tuple[str, str]]:
+    """(chDB URL, fresh database name) for one test; the database is dropped after it."""
+    import clickhouse_connect
+
+    url = f"chdb://{chdb_dir}"
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    client = clickhouse_connect.get_client(dsn=url)
+    client.command(f"CREATE DATABASE {name}")
+    yield url, name
+    client.command(f"DROP DATABASE IF EXISTS {name}")
