@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from pytriton.decorators import batch
 from pytriton.model_config import ModelConfig, Tensor
 from pytriton.triton import Triton
@@ -18,8 +19,8 @@ ECHO_LM = "echo-lm"
 DOUBLER = "doubler"
 
 
-@batch
-def _echo_lm(prompt: np.ndarray) -> dict[str, np.ndarray]:
+@batch  # type: ignore[untyped-decorator]
+def _echo_lm(prompt: NDArray[Any]) -> dict[str, NDArray[Any]]:
     texts = [bytes(p[0]).decode("utf-8", errors="replace") for p in prompt]
     outputs = [" ".join(reversed(t.split())) for t in texts]
     tokens = [len(t.split()) + len(o.split()) for t, o in zip(texts, outputs, strict=True)]
@@ -29,8 +30,8 @@ def _echo_lm(prompt: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-@batch
-def _doubler(x: np.ndarray) -> dict[str, np.ndarray]:
+@batch  # type: ignore[untyped-decorator]
+def _doubler(x: NDArray[Any]) -> dict[str, NDArray[Any]]:
     return {"y": (x * 2).astype(np.float32)}
 
 
