@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from deploy.local.errors import LocalStackError
 from royalty.commands import config as config_cmd
 from royalty.commands import db as db_cmd
 from royalty.commands import deploy as deploy_cmd
@@ -69,5 +70,14 @@ def status() -> None:
     not_yet("status", "operations")
 
 
+def main() -> None:
+    """Entry point: run the CLI, turning local stack failures into one clear line."""
+    try:
+        app()
+    except LocalStackError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(1) from exc
+
+
 if __name__ == "__main__":
-    app()
+    main()

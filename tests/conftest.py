@@ -8,8 +8,6 @@ passes without its service would prove nothing.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,17 +41,11 @@ def anvil_chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[Postgres]:
-    """A real PostgreSQL server in a throwaway cluster for the whole session.
-
-    Its directory lives outside pytest's private (0700) temp tree because the server runs as
-    the `postgres` account when the tests run as root.
-    """
-    workdir = Path(tempfile.mkdtemp(prefix="royalty-pg-"))
-    server = Postgres(workdir).start()
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgres]:
+    """A real PostgreSQL server in a throwaway cluster for the whole session."""
+    server = Postgres(tmp_path_factory.mktemp("postgres")).start()
     yield server
     server.stop()
-    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

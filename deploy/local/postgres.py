@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,10 @@ class Postgres:
 
     `durable=False` turns fsync off: the tests crash our processes, never the database's
     host, so they lose no guarantee by it and run much faster.
+
+    When started as root the server runs as the `postgres` account, which may not be able to
+    enter `workdir` (pytest's and mkdtemp's directories are private): the cluster then lives in
+    its own temp directory owned by that account, removed by `stop()`. Logs stay in `workdir`.
     """
 
     workdir: Path
@@ -45,6 +50,7 @@ class Postgres:
     durable: bool = False
     start_timeout: float = 60.0
     _process: ManagedProcess | None = None
+    _private_dir: Path | None = None
     startup_seconds: float = 0.0
 
     def url(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
@@ -57,12 +63,17 @@ class Postgres:
     def start(self) -> Postgres:
         bindir = postgres_bindir()
         user = _service_user()
-        data = self.workdir / "data"
-        sockets = self.workdir / "sockets"
         self.workdir.mkdir(parents=True, exist_ok=True)
+        cluster = self.workdir
+        if user is not None:
+            if self._private_dir is None:
+                self._private_dir = Path(tempfile.mkdtemp(prefix="royalty-pg-"))
+                shutil.chown(self._private_dir, user)
+            cluster = self._private_dir
+        data = cluster / "data"
+        sockets = cluster / "sockets"
         sockets.mkdir(exist_ok=True)
         if user is not None:
-            shutil.chown(self.workdir, user)
             shutil.chown(sockets, user)
         if not (data / "PG_VERSION").exists():
             done = subprocess.run(
@@ -110,9 +121,6 @@ class Postgres:
                 "full_page_writes=off",
             ]
         log = self.workdir / "postgres.log"
-        if user is not None and not log.exists():
-            log.touch()
-            shutil.chown(log, user)
         self._process = ManagedProcess("postgres", argv, log, user=user)
         self._process.start()
         self.startup_seconds = self._process.wait_ready(self._accepts, self.start_timeout)
@@ -136,6 +144,9 @@ class Postgres:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
 
     def running(self) -> bool:
         return self._process is not None and self._process.running()

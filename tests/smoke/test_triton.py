@@ -30,14 +30,16 @@ def test_grpc_inference(triton_server: TritonServer) -> None:
     x = grpcclient.InferInput("x", [2, 3], "FP32")
     x.set_data_from_numpy(np.arange(6, dtype=np.float32).reshape(2, 3))
     result = client.infer("doubler", [x])
-    np.testing.assert_array_equal(result.as_numpy("y"), np.arange(6, dtype=np.float32).reshape(2, 3) * 2)
+    np.testing.assert_array_equal(
+        result.as_numpy("y"), np.arange(6, dtype=np.float32).reshape(2, 3) * 2
+    )
 
 
 def test_unknown_model_is_an_error(triton_server: TritonServer) -> None:
     client = httpclient.InferenceServerClient(triton_server.http_url)
     x = httpclient.InferInput("x", [1, 1], "FP32")
     x.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
-    with pytest.raises(Exception, match="unknown model|not found"):
+    with pytest.raises(Exception, match=r"unknown model|not found"):
         client.infer("no-such-model", [x])
 
 

@@ -54,7 +54,9 @@ def test_explicit_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     assert load_settings().database_url == "postgresql+psycopg://u@h:5432/d"
 
 
-def test_missing_explicit_config_file_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_missing_explicit_config_file_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("ROYALTY_CONFIG_FILE", str(tmp_path / "absent.toml"))
     with pytest.raises(ValueError, match="no such file"):
         load_settings()
