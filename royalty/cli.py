@@ -8,6 +8,7 @@ from deploy.local.errors import LocalStackError
 from royalty.commands import config as config_cmd
 from royalty.commands import db as db_cmd
 from royalty.commands import deploy as deploy_cmd
+from royalty.commands import schemas as schemas_cmd
 from royalty.commands import stack as stack_cmd
 from royalty.commands.demo import demo
 from royalty.commands.placeholder import not_yet
@@ -21,6 +22,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(stack_cmd.app, name="stack")
+app.add_typer(schemas_cmd.app, name="schemas")
 app.command()(demo)
 app.command()(deploy_cmd.deploy)
 

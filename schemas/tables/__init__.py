@@ -1,0 +1,38 @@
+"""SQLAlchemy models of the settlement database (the source of truth), one module per concept.
+
+Rows mirror the pydantic records of `schemas` (attribute names are the record's field names);
+adapters convert between the two. The schema itself is created only by the Alembic migrations
+of `schemas.migrations` (`schemas.migrate.upgrade`), never by `metadata.create_all`, and
+`schemas.migrate.check` proves the two agree.
+"""
+
+from schemas.tables.chain import ChainBlockRow, ChainEventRow
+from schemas.tables.checkpoints import CheckpointRow
+from schemas.tables.epochs import EpochAllocationRow, EpochRow, RecipientCarryRow
+from schemas.tables.types import (
+    NAMING_CONVENTION,
+    Base,
+    JsonDocument,
+    Uint256,
+    UtcDateTime,
+    metadata,
+)
+from schemas.tables.usage import AccrualRow, DeadLetterRow, UsageEventRow
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "AccrualRow",
+    "Base",
+    "ChainBlockRow",
+    "ChainEventRow",
+    "CheckpointRow",
+    "DeadLetterRow",
+    "EpochAllocationRow",
+    "EpochRow",
+    "JsonDocument",
+    "RecipientCarryRow",
+    "Uint256",
+    "UsageEventRow",
+    "UtcDateTime",
+    "metadata",
+]
