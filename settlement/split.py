@@ -4,8 +4,9 @@ Every function here conserves its input exactly (the sum of the parts is the who
 `int` arithmetic (no float, no Decimal) and is deterministic: the result depends on the values,
 never on the order of a mapping. Amounts are in 10^-6 token base units unless named otherwise.
 
-Recipients are addresses (0x + 40 hex digits, any letter case). Recipients with zero weight are
-always *included* with 0, so a split's keys are exactly its input's keys.
+Recipients are addresses as `schemas.evm.parse_address` accepts them (0x + 40 hex digits in one
+letter case, or mixed case with a valid EIP-55 checksum). Recipients with zero weight are always
+*included* with 0, so a split's keys are exactly its input's keys.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
 
+from schemas.evm import parse_address
 from settlement.errors import InvalidInputError, InvariantViolation
 
 #: Prices and fees carry a 10^6 scale: one base unit is E6 fee units.
@@ -179,20 +181,19 @@ def _check_non_negative(value: object, name: str) -> int:
 
 
 def _address_bytes(address: object) -> bytes:
-    """The 20 bytes of a 0x-prefixed hex address (the tie-break order and identity)."""
-    # The length check comes first: bytes.fromhex would skip spaces.
-    if isinstance(address, str) and len(address) == 42 and address[:2] == "0x":
-        try:
-            raw = bytes.fromhex(address[2:])
-        except ValueError:
-            raw = b""
-        if len(raw) == 20:
-            return raw
-    raise InvalidInputError(f"invalid address {address!r}")
+    """The 20 bytes of an address (the tie-break order and identity, whatever its letter case)."""
+    return bytes.fromhex(_checksummed(address)[2:])
 
 
-def _lowercase(address: str) -> str:
-    return "0x" + _address_bytes(address).hex()
+def _lowercase(address: object) -> str:
+    return _checksummed(address).lower()
+
+
+def _checksummed(address: object) -> str:
+    try:
+        return parse_address(address)
+    except ValueError as exc:
+        raise InvalidInputError(f"invalid address {address!r}: {exc}") from exc
 
 
 def _by_lowercase_address(values: Mapping[str, int], name: str) -> dict[str, int]:

@@ -17,7 +17,9 @@ from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import settlement.merkle as merkle_module
+import settlement.keccak as keccak_module
+from schemas.evm import parse_address
+from settlement.abi_leaf import parse_addresses
 from settlement.errors import InvalidInputError, RootMismatchError
 from settlement.merkle import (
     MerkleTree,
@@ -262,8 +264,8 @@ def test_general_abi_types_match_eth_abi() -> None:
 def test_portable_keccak_fallback_builds_the_same_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     values = [(i, "0x" + f"{i:040x}", i * 7) for i in range(50)]
     fast = MerkleTree.of(values, ENCODING)
-    monkeypatch.setattr(merkle_module, "_USE_C_KECCAK", False)
-    assert isinstance(merkle_module._new_keccak(), merkle_module._PortableKeccak)
+    monkeypatch.setattr(keccak_module, "_USE_C_KECCAK", False)
+    assert isinstance(keccak_module.new_keccak(), keccak_module._PortableKeccak)
     assert MerkleTree.of(values, ENCODING).root == fast.root
 
 
@@ -449,6 +451,84 @@ def test_build_payout_refuses_bad_input() -> None:
 def test_checksums_match_eth_utils(raw: list[bytes], style: int) -> None:
     spelled = [_spell(r, style) for r in raw]
     assert to_checksum_addresses(spelled) == [to_checksum_address("0x" + r.hex()) for r in raw]
+
+
+def _miscase(raw: bytes, flip_at: int) -> str:
+    """The checksummed address with the case of one letter flipped (if it has any letters)."""
+    text = to_checksum_address("0x" + raw.hex())
+    letters = [i for i, c in enumerate(text) if i > 1 and c.isalpha()]
+    if not letters:
+        return text
+    i = letters[flip_at % len(letters)]
+    return text[:i] + text[i].swapcase() + text[i + 1 :]
+
+
+# Well-formed text whose letter case decides (the bulk checks' slow branch), and other junk.
+cased_addresses = st.one_of(
+    addresses, st.builds(_miscase, st.binary(min_size=20, max_size=20), st.integers(0, 39))
+)
+malformed_addresses = st.one_of(
+    addresses.map(lambda a: "0X" + a[2:]),
+    st.builds(
+        lambda a, i, c: a[:i] + c + a[i + 1 :],
+        addresses,
+        st.integers(0, 41),
+        st.sampled_from([" ", "\t", "\n", "g", "G", "x", "é", "٣", "\x00", "0"]),
+    ),
+    st.builds(lambda a, n: a[: 42 - n], addresses, st.integers(1, 3)),
+    addresses.map(lambda a: a + "0"),
+    addresses.map(lambda a: a + "\n"),
+    st.text(max_size=44),
+    st.binary(max_size=21),
+    st.none(),
+)
+
+
+def _parse_address_or_none(value: object) -> str | None:
+    try:
+        return parse_address(value)
+    except ValueError:
+        return None
+
+
+@PROPERTY
+@given(
+    st.lists(cased_addresses, min_size=1, max_size=8),
+    st.lists(malformed_addresses, max_size=2),
+    st.integers(0, 2),
+)
+def test_bulk_address_checks_accept_exactly_what_parse_address_accepts(
+    cased: list[str], malformed: list[object], style: int
+) -> None:
+    # The bulk paths take shortcuts for columns in one letter case or all checksummed, so the
+    # column starts with valid addresses in one style, then the drawn values.
+    values = [*cased, *malformed]
+    valid = [_parse_address_or_none(value) for value in values]
+    column = [_spell(bytes.fromhex(a[2:]), style) for a in valid if a is not None] + values
+    expected = [_parse_address_or_none(value) for value in column]
+    if None in expected:
+        with pytest.raises(InvalidInputError):
+            parse_addresses(column)
+    else:
+        assert parse_addresses(column) == expected
+    # A Merkle leaf also takes 20 raw bytes (they have no letter case); text as parse_address.
+    as_leaf = [
+        "0x" + v.hex() if isinstance(v, bytes) and len(v) == 20 else p
+        for v, p in zip(column, expected, strict=True)
+    ]
+    leaves = [(0, value, 1) for value in column]
+    if None in as_leaf:
+        with pytest.raises(InvalidInputError):
+            MerkleTree.of(leaves, ENCODING)  # type: ignore[arg-type]
+    else:
+        reference = reference_root([(0, a, 1) for a in as_leaf])  # type: ignore[misc]
+        assert MerkleTree.of(leaves, ENCODING).root == reference  # type: ignore[arg-type]
+    for value, parsed in zip(column, as_leaf, strict=True):
+        if parsed is None:
+            with pytest.raises(InvalidInputError):
+                leaf_hash(ENCODING, (0, value, 1))  # type: ignore[arg-type]
+        else:
+            assert leaf_hash(ENCODING, (0, value, 1)) == leaf_hash(ENCODING, (0, parsed, 1))
 
 
 def test_payout_file_is_a_frozen_value() -> None:
