@@ -8,6 +8,7 @@ from deploy.local.errors import LocalStackError
 from royalty.commands import config as config_cmd
 from royalty.commands import db as db_cmd
 from royalty.commands import deploy as deploy_cmd
+from royalty.commands import indexer as indexer_cmd
 from royalty.commands import schemas as schemas_cmd
 from royalty.commands import stack as stack_cmd
 from royalty.commands.demo import demo
@@ -23,17 +24,9 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(db_cmd.app, name="db")
 app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(schemas_cmd.app, name="schemas")
+app.add_typer(indexer_cmd.app, name="indexer")
 app.command()(demo)
 app.command()(deploy_cmd.deploy)
-
-indexer_app = typer.Typer(help="Chain indexer.", no_args_is_help=True)
-app.add_typer(indexer_app, name="indexer")
-
-
-@indexer_app.command("run")
-def indexer_run() -> None:
-    """Follow the chain into the database and the `chain` topic."""
-    not_yet("indexer run", "chain indexer")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from royalty.commands.db import app
 from royalty.config import get_settings
+from schemas import migrate
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +25,11 @@ def test_db_commands_migrate_the_configured_database() -> None:
 
     result = runner.invoke(app, ["upgrade"])
     assert result.exit_code == 0, result.output
-    assert "at revision 0001" in result.output
+    assert f"at revision {migrate.head()}" in result.output
 
     result = runner.invoke(app, ["current"])
     assert result.exit_code == 0
-    assert "at revision 0001 (head: 0001)" in result.output
+    assert f"at revision {migrate.head()} (head: {migrate.head()})" in result.output
 
     result = runner.invoke(app, ["check"])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,84 @@
+"""The messages the indexer publishes on the `chain` topic, built purely from its records.
+
+- a chain event: the CloudEvent `ai.royalty.chain.v1` (`ChainCloudEvent.wrap`);
+- a retraction of an event whose block was orphaned: `ai.royalty.chain.retraction.v1`, same
+  id, same key, so it lands on the same partition after the event it retracts;
+- the finalized watermark: `FinalizedWatermark` JSON, sent to every partition (`broadcast`),
+  so a consumer of any partition learns that nothing at or below it will change.
+
+Every message's key is the event id `chain_id:block_hash:log_index` (the watermark's, its
+chain id) and its type travels in the `ce_type` header too (CloudEvents' Kafka binding), so a
+consumer can tell a watermark from an event without parsing. Bytes are canonical JSON, so a
+re-sent message is byte-identical and consumers dedupe on `(type, id)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.chain import (
+    CHAIN_EVENT_TYPE,
+    CHAIN_RETRACTION_TYPE,
+    ChainCloudEvent,
+    ChainEvent,
+    FinalizedWatermark,
+    encode_chain_message,
+)
+from schemas.codec import encode
+
+CHAIN_WATERMARK_TYPE = "ai.royalty.chain.finalized.v1"
+"""`type` (header `ce_type`) of a finalized-watermark message."""
+
+TYPE_HEADER = "ce_type"
+
+
+@dataclass(frozen=True)
+class ChainMessage:
+    """One message for the `chain` topic."""
+
+    chain_id: int
+    message_type: str
+    key: str
+    value: bytes
+    broadcast: bool = False
+
+
+def event_message(event: ChainEvent) -> ChainMessage:
+    """The message announcing `event` (or retracting it when `event.removed`)."""
+    cloud_event = ChainCloudEvent.wrap(event)
+    return ChainMessage(
+        chain_id=event.chain_id,
+        message_type=cloud_event.type,
+        key=event.event_id,
+        value=encode_chain_message(cloud_event),
+    )
+
+
+def retraction_message(event: ChainEvent) -> ChainMessage:
+    """The message retracting `event` (its block left the canonical chain)."""
+    message = event_message(event.retraction())
+    assert message.message_type == CHAIN_RETRACTION_TYPE
+    return message
+
+
+def watermark_message(watermark: FinalizedWatermark) -> ChainMessage:
+    """The message announcing a new finalized watermark, for every partition."""
+    return ChainMessage(
+        chain_id=watermark.chain_id,
+        message_type=CHAIN_WATERMARK_TYPE,
+        key=str(watermark.chain_id),
+        value=encode(watermark),
+        broadcast=True,
+    )
+
+
+__all__ = [
+    "CHAIN_EVENT_TYPE",
+    "CHAIN_RETRACTION_TYPE",
+    "CHAIN_WATERMARK_TYPE",
+    "TYPE_HEADER",
+    "ChainMessage",
+    "event_message",
+    "retraction_message",
+    "watermark_message",
+]
