@@ -8,6 +8,7 @@ from deploy.local.errors import LocalStackError
 from royalty.commands import config as config_cmd
 from royalty.commands import db as db_cmd
 from royalty.commands import deploy as deploy_cmd
+from royalty.commands import gateway as gateway_cmd
 from royalty.commands import indexer as indexer_cmd
 from royalty.commands import schemas as schemas_cmd
 from royalty.commands import stack as stack_cmd
@@ -25,14 +26,11 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(indexer_cmd.app, name="indexer")
+app.add_typer(gateway_cmd.metering_app, name="metering")
+app.command()(gateway_cmd.gateway)
+app.command()(gateway_cmd.reconcile)
 app.command()(demo)
 app.command()(deploy_cmd.deploy)
-
-
-@app.command()
-def gateway() -> None:
-    """Metering gateway in front of Triton."""
-    not_yet("gateway", "metering")
 
 
 @app.command()

@@ -216,6 +216,136 @@ class EpochSettings(ComponentSettings):
     )
 
 
+class MeteredModelSettings(BaseModel):
+    """How one Triton model is billed: its on-chain model id and its billing metric."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    model_id: str = Field(
+        description="On-chain model id (ModelRegistry), a decimal string.",
+        pattern=r"^(0|[1-9][0-9]{0,77})$",
+    )
+    metric: Literal["requests", "batch_items", "tokens"] = Field(
+        "requests",
+        description="Units of one inference: 1 per request, the batch size, or the sum of an "
+        "output tensor (tokens).",
+    )
+    units_output: str | None = Field(
+        None, description="Output tensor holding the units (required for `tokens`)."
+    )
+    batch_input: str | None = Field(
+        None, description="Input whose first dimension is the batch size (default: the first)."
+    )
+
+    @model_validator(mode="after")
+    def _tokens_need_an_output(self) -> MeteredModelSettings:
+        if self.metric == "tokens" and not self.units_output:
+            raise ValueError("metric 'tokens' needs units_output (the output tensor to sum)")
+        return self
+
+
+class MeteringSettings(ComponentSettings):
+    """Metering: the gateway in front of Triton, usage signing, the durable producer, ingest."""
+
+    toml_table: ClassVar[str] = "metering"
+    model_config = SettingsConfigDict(env_prefix="ROYALTY_METERING_", extra="forbid", frozen=True)
+
+    node_id: str = Field(
+        "metering-1",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="This metering node: event `source` is `//metering/<node_id>`, ids start "
+        "with it.",
+    )
+    host: str = Field("127.0.0.1", description="Gateway bind address.")
+    port: int = Field(8010, gt=0, lt=65536, description="Gateway bind port.")
+    models: dict[str, MeteredModelSettings] = Field(
+        default_factory=dict,
+        description="Metered Triton models by name (`[metering.models.<name>]` tables; JSON "
+        "in env). Other models are refused.",
+    )
+    signing_key_file: Path | None = Field(
+        None,
+        description="Ed25519 or HMAC signing key (`royalty metering keygen`). "
+        "Default: `<data_dir>/metering/signing-key.json`.",
+    )
+    key_ring_file: Path | None = Field(
+        None,
+        description="Key ring of verification keys by key id. "
+        "Default: `<data_dir>/metering/keyring.json`.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="Hashed API keys -> license (`royalty metering add-key`). "
+        "Default: `<data_dir>/metering/api-keys.json`.",
+    )
+    api_key_pepper: SecretStr | None = Field(
+        None, description="Server-side pepper mixed into API key hashes (required with keys)."
+    )
+    licenses_file: Path | None = Field(
+        None,
+        description="License directory (id -> model id, owner) enabling wallet-signed "
+        "requests; unset disables them.",
+    )
+    wallet_max_skew_s: int = Field(
+        300, gt=0, description="Largest clock skew accepted on a wallet-signed request."
+    )
+    operators_file: Path | None = Field(
+        None,
+        description="Hashed operator tokens for HTTP ingest. "
+        "Default: `<data_dir>/metering/operators.json`.",
+    )
+    auth_metadata: bool = Field(
+        False, description="Require an API key on model metadata/config/ready endpoints too."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest inference request body accepted (413)."
+    )
+    upstream_timeout_s: float = Field(
+        60.0, gt=0, description="Timeout of one request forwarded to Triton."
+    )
+    upstream_connections: int = Field(64, gt=0, description="Keep-alive connections to Triton.")
+    delivery: Literal["kafka", "spool"] = Field(
+        "kafka",
+        description="Acknowledge after the Kafka ack (spool only when Kafka fails), or after "
+        "the local spool's fsync (write-ahead, shipped in the background).",
+    )
+    spool_dir: Path | None = Field(
+        None, description="Local spool directory. Default: `<data_dir>/spool/<node_id>`."
+    )
+    spool_max_bytes: int = Field(
+        256 * 1024 * 1024, gt=0, description="Spool capacity; inference gets 503 when full."
+    )
+    spool_segment_bytes: int = Field(
+        8 * 1024 * 1024, gt=0, description="Spool segment size before rotation."
+    )
+    spool_alarm_ratio: float = Field(
+        0.8, gt=0, lt=1, description="Fill ratio above which the spool alarm is raised."
+    )
+    kafka_linger_ms: int = Field(0, ge=0, description="Producer linger (batching delay).")
+    kafka_batch_bytes: int = Field(
+        256 * 1024, gt=0, description="Producer batch size per partition."
+    )
+    kafka_compression: Literal["lz4", "gzip", "none"] = Field(
+        "lz4", description="Producer compression codec."
+    )
+    kafka_delivery_timeout_ms: int = Field(
+        5000, gt=0, description="After this, an unacknowledged event goes to the spool."
+    )
+    create_topic: bool = Field(
+        True, description="Create the usage topic at startup when it does not exist."
+    )
+    reconcile_interval_s: float = Field(30.0, gt=0, description="Reconciler polling interval.")
+    reconcile_tolerance: int = Field(
+        0, ge=0, description="Drift (requests) per window tolerated before it is reported."
+    )
+
+    @model_validator(mode="after")
+    def _segments_fit(self) -> MeteringSettings:
+        if self.spool_segment_bytes > self.spool_max_bytes:
+            raise ValueError("spool_segment_bytes must not exceed spool_max_bytes")
+        return self
+
+
 class Settings(BaseModel):
     """All component settings, validated together, with embedded defaults resolved."""
 
@@ -229,6 +359,7 @@ class Settings(BaseModel):
     triton: TritonSettings
     api: ApiSettings
     epochs: EpochSettings
+    metering: MeteringSettings
 
     @model_validator(mode="after")
     def _resolve_embedded_defaults(self) -> Settings:
@@ -275,6 +406,7 @@ COMPONENTS: dict[str, type[ComponentSettings]] = {
     "triton": TritonSettings,
     "api": ApiSettings,
     "epochs": EpochSettings,
+    "metering": MeteringSettings,
 }
 
 

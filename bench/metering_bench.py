@@ -1,0 +1,352 @@
+"""Benchmark: inference direct to Triton vs through the metering gateway, and the producer.
+
+In one run, on loopback: a local Kafka broker and Triton server (deploy.local) start; the same
+load (fixed request count, bounded concurrency, async aiohttp client, `echo-lm` billed by
+tokens) is sent straight to Triton and through the gateway (a separate process, as deployed),
+in interleaved rounds so that background load on the machine hits both alike. Reported per
+target and concurrency: throughput, p50 and p99 latency, and the gateway/direct ratios.
+
+Then the durable producer alone: pre-built signed events submitted as fast as possible until
+Kafka (or the spool, in write-ahead mode) has made every one durable, against raw kafka-python
+sends with the same settings as the baseline; a full spool drained into Kafka (catching up
+after an outage); and the event build+sign rate.
+
+    .venv/bin/python bench/metering_bench.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
+
+Prints a table and writes bench/results/metering.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import wait
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+from kafka import KafkaProducer  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+
+from deploy.local import KafkaBroker, TritonServer  # noqa: E402
+from deploy.local.process import free_port  # noqa: E402
+from metering.auth import issue_key  # noqa: E402
+from metering.billing import ModelBilling  # noqa: E402
+from metering.durable import DurableProducer  # noqa: E402
+from metering.events import Usage, UsageEventFactory  # noqa: E402
+from metering.kafka_usage_publisher import KafkaPublisherConfig, KafkaUsagePublisher  # noqa: E402
+from metering.keyfiles import save_api_key_records, write_json_atomic  # noqa: E402
+from metering.signing import KeyRing, Signer, SigningKey  # noqa: E402
+from metering.spool import FileSpool  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "metering.json"
+PEPPER = "bench-pepper"
+BODY = json.dumps(
+    {
+        "inputs": [
+            {
+                "name": "prompt",
+                "shape": [1, 1],
+                "datatype": "BYTES",
+                "data": ["the quick brown fox jumps over the lazy dog"],
+            }
+        ]
+    }
+).encode()
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+async def load(
+    url: str, headers: dict[str, str], requests: int, concurrency: int
+) -> dict[str, Any]:
+    """`requests` POSTs with at most `concurrency` in flight; throughput and latencies."""
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(min(50, requests)):  # warm connections and caches
+            async with session.post(url, data=BODY, headers=headers) as r:
+                await r.read()
+        todo = iter(range(requests))
+
+        async def worker() -> None:
+            nonlocal failures
+            for _ in todo:
+                started = time.perf_counter()
+                async with session.post(url, data=BODY, headers=headers) as r:
+                    await r.read()
+                    if r.status != 200:
+                        failures += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": requests,
+        "failures": failures,
+        "rps": requests / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
+def setup_node(
+    root: Path, bootstrap: str, topic: str, triton: TritonServer, delivery: str
+) -> tuple[dict[str, str], str]:
+    """Files and environment of a gateway process; returns (env, api key)."""
+    meta = root / "metering"
+    key = SigningKey.generate(prefix="bench")
+    write_json_atomic(meta / "signing-key.json", key.to_json())
+    write_json_atomic(meta / "keyring.json", KeyRing([key.verification_key()]).to_json())
+    plain, record = issue_key(PEPPER.encode(), 1, 1, "bench")
+    save_api_key_records(meta / "api-keys.json", [record])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROYALTY_")}
+    env.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "ROYALTY_DATA_DIR": str(root),
+            "ROYALTY_LOG_LEVEL": "warning",
+            "ROYALTY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "ROYALTY_KAFKA_USAGE_TOPIC": topic,
+            "ROYALTY_TRITON_HTTP_URL": triton.http_url,
+            "ROYALTY_METERING_API_KEY_PEPPER": PEPPER,
+            "ROYALTY_METERING_DELIVERY": delivery,
+            "ROYALTY_METERING_MODELS": json.dumps(
+                {"echo-lm": {"model_id": "1", "metric": "tokens", "units_output": "tokens"}}
+            ),
+        }
+    )
+    return env, plain
+
+
+def start_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """A gateway process, ready to serve."""
+    env = {**env, "ROYALTY_METERING_PORT": str(port)}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "metering.server"], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    deadline = time.monotonic() + 60
+    import urllib.request
+
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
+                time.sleep(1.0)  # let the producer's startup probe go straight to Kafka
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
+
+
+def make_topic(bootstrap: str, name: str) -> str:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=1)])
+    admin.close()
+    return name
+
+
+def bench_producer(bootstrap: str, root: Path, events: int) -> dict[str, Any]:
+    """Events/s of the durable producer (both modes) against raw kafka-python sends."""
+    signer = Signer(SigningKey.generate(prefix="bench"))
+    factory = UsageEventFactory("bench", signer)
+    billing = ModelBilling("echo-lm", 1, "tokens", "tokens")
+    started = time.perf_counter()
+    encoded = [
+        factory.encode(Usage(billing, 1 + i % 50, 1 + i % 100, datetime.now(UTC)))
+        for i in range(events)
+    ]
+    build_rate = events / (time.perf_counter() - started)
+
+    out: dict[str, Any] = {"events": events, "build_and_sign_per_s": build_rate}
+    topic = make_topic(bootstrap, "bench-raw")
+    raw = KafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        compression_type="lz4",
+        linger_ms=0,
+        batch_size=256 * 1024,
+    )
+    raw.send(topic, key=b"1", value=b"warm").get(30)
+    started = time.perf_counter()
+    futures = [raw.send(topic, key=e.key, value=e.value) for e in encoded]
+    raw.flush()
+    assert all(f.succeeded() for f in futures)
+    out["raw_kafka_python_per_s"] = events / (time.perf_counter() - started)
+    raw.close()
+
+    for mode in ("kafka", "spool"):
+        topic = make_topic(bootstrap, f"bench-{mode}")
+        publisher = KafkaUsagePublisher(
+            KafkaPublisherConfig(bootstrap, topic, create_topic=False, delivery_timeout_ms=30_000)
+        )
+        spool = FileSpool(root / f"spool-{mode}", max_bytes=1 << 30, segment_bytes=64 << 20)
+        producer = DurableProducer(
+            publisher, spool, write_ahead=mode == "spool", delivery_timeout_s=30
+        ).start()
+        deadline = time.monotonic() + 30
+        while producer.spooling and mode == "kafka" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.perf_counter()
+        futures = [producer.submit(e.key, e.value) for e in encoded]
+        wait(futures)
+        durable = time.perf_counter() - started
+        deliveries = {f.result() for f in futures}
+        producer.wait_drained(120)
+        in_kafka = time.perf_counter() - started
+        producer.close()
+        out[f"durable_{mode}_per_s"] = events / durable
+        out[f"durable_{mode}_into_kafka_per_s"] = events / in_kafka
+        out[f"durable_{mode}_deliveries"] = sorted(deliveries)
+
+    # Catching up after an outage: a spool already holding every event, drained into Kafka.
+    topic = make_topic(bootstrap, "bench-replay")
+    spool = FileSpool(root / "spool-replay", max_bytes=1 << 30, segment_bytes=64 << 20)
+    for i in range(0, events, 1000):
+        spool.append([(e.key, e.value) for e in encoded[i : i + 1000]])
+    publisher = KafkaUsagePublisher(
+        KafkaPublisherConfig(bootstrap, topic, create_topic=False, delivery_timeout_ms=30_000)
+    )
+    publisher.probe()
+    started = time.perf_counter()
+    producer = DurableProducer(publisher, spool, write_ahead=True, delivery_timeout_s=30).start()
+    producer.wait_drained(300)
+    out["spool_replay_into_kafka_per_s"] = events / (time.perf_counter() - started)
+    producer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--events", type=int, default=100_000)
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="metering-bench-"))
+    kafka = KafkaBroker(root / "kafka").start()
+    triton = TritonServer(root / "triton").start()
+    gateways: list[subprocess.Popen[bytes]] = []
+    try:
+        targets: dict[str, tuple[str, dict[str, str]]] = {
+            "direct": (f"http://{triton.http_url}/v2/models/echo-lm/infer", {}),
+        }
+        for delivery in ("kafka", "spool"):
+            topic = make_topic(kafka.bootstrap_servers, f"usage-{delivery}")
+            env, key = setup_node(
+                root / f"node-{delivery}", kafka.bootstrap_servers, topic, triton, delivery
+            )
+            port = free_port()
+            gateways.append(start_gateway(env, port, root / f"gateway-{delivery}.log"))
+            targets[f"gateway_{delivery}"] = (
+                f"http://127.0.0.1:{port}/v2/models/echo-lm/infer",
+                {"x-api-key": key},
+            )
+        runs: dict[str, dict[int, list[dict[str, Any]]]] = {t: {} for t in targets}
+        for concurrency in args.concurrency:
+            count = args.requests if concurrency > 1 else max(500, args.requests // 3)
+            for _ in range(args.rounds):
+                for name, (url, headers) in targets.items():
+                    result = asyncio.run(load(url, headers, count, concurrency))
+                    runs[name].setdefault(concurrency, []).append(result)
+        summary: dict[str, Any] = {}
+        for name, by_c in runs.items():
+            for concurrency, results in by_c.items():
+                summary.setdefault(name, {})[str(concurrency)] = {
+                    "rps": statistics.median(r["rps"] for r in results),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in results),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in results),
+                    "failures": sum(r["failures"] for r in results),
+                    "rounds": results,
+                }
+        ratios: dict[str, Any] = {}
+        for name in targets:
+            if name == "direct":
+                continue
+            for c in map(str, args.concurrency):
+                g, d = summary[name][c], summary["direct"][c]
+                ratios.setdefault(name, {})[c] = {
+                    "throughput_ratio": g["rps"] / d["rps"],
+                    "added_p50_ms": g["p50_ms"] - d["p50_ms"],
+                    "added_p99_ms": g["p99_ms"] - d["p99_ms"],
+                }
+        for proc in gateways:
+            proc.terminate()
+            proc.wait(30)
+        gateways.clear()
+        producer = bench_producer(kafka.bootstrap_servers, root, args.events)
+    finally:
+        for proc in gateways:
+            proc.kill()
+        triton.stop()
+        kafka.stop()
+
+    result = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "model": "echo-lm (tokens)",
+        "requests_per_round": args.requests,
+        "rounds": args.rounds,
+        "inference": summary,
+        "gateway_vs_direct": ratios,
+        "producer": producer,
+        "targets": {
+            "throughput_ratio_min": 0.8,
+            "added_p50_ms_max": 2.0,
+            "producer_per_s_min": 20_000,
+        },
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+
+    columns = ("req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms")
+    print(f"{'target':<16}{'conc':>5}" + "".join(f"{c:>10}" for c in columns))
+    for name, by_c in summary.items():
+        for c, s in by_c.items():
+            r = ratios.get(name, {}).get(c)
+            extra = f"{r['throughput_ratio']:>10.2f}{r['added_p50_ms']:>10.2f}" if r else ""
+            print(
+                f"{name:<16}{c:>5}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{extra}"
+            )
+    print()
+    for k in (
+        "build_and_sign_per_s",
+        "raw_kafka_python_per_s",
+        "durable_kafka_per_s",
+        "durable_kafka_into_kafka_per_s",
+        "durable_spool_per_s",
+        "durable_spool_into_kafka_per_s",
+        "spool_replay_into_kafka_per_s",
+    ):
+        print(f"{k:<34}{producer[k]:>12,.0f} events/s")
+    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,470 @@
+"""The metering gateway: a KServe v2 HTTP reverse proxy in front of an unmodified Triton.
+
+For `POST /v2/models/{model}[/versions/{v}]/infer` it authenticates the caller (API key, or a
+request signed by the license holder's wallet), checks the license covers the model, forwards
+the body untouched to Triton, and, when Triton answers 200, counts the units of the model's
+billing metric, makes one signed usage event durable (`DurableProducer`) and only then
+answers the client with Triton's response. Triton's errors and status codes are passed
+through unchanged and produce no event. A response whose units cannot be read is withheld
+(502): nothing unbilled leaves the gateway.
+
+Other routes:
+
+- `/v2/health/live`, `/v2/health/ready`: proxied, no credentials (load balancers probe them);
+- `/v2`, `/v2/models/{m}[/versions/{v}]`, `.../config`, `.../ready`: proxied for metered
+  models; credentials required only when `auth_metadata` is set;
+- `/metrics`: the gateway's Prometheus metrics;
+- everything else (model repository control, statistics, trace, logging, shared memory,
+  generate): 404. Those let a caller load models, read other tenants' traffic or bypass
+  metering, so the gateway never exposes them.
+
+A raw ASGI application rather than a framework router: this path runs for every inference and
+each framework layer costs tens of microseconds of the latency budget. Forwarding uses one
+aiohttp session with keep-alive connections (the transport tritonclient's asyncio HTTP client
+is built on), passing the bytes through instead of decoding and re-encoding tensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+import zlib
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from metering.auth import ApiKeyStore, LicenseGrant, api_key_from_headers
+from metering.billing import BillingTable, ModelBilling
+from metering.durable import DurableProducer
+from metering.errors import (
+    AuthenticationFailed,
+    BillingError,
+    InvalidInput,
+    MeteringError,
+    PayloadTooLarge,
+    Retryable,
+    SpoolFull,
+    UnknownModel,
+)
+from metering.events import Usage, UsageEventFactory
+from metering.kserve import InferenceBody
+from metering.metrics import MeteringMetrics
+from metering.wallet_auth import WalletVerifier, is_wallet_signed
+
+log = structlog.get_logger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# Versions are integers in Triton; anything else would be pasted into the upstream URL.
+_INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?/infer$")
+_MODEL_META = re.compile(r"^/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?(/config|/ready)?$")
+_HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
+# Request headers Triton needs; credentials never reach the model server.
+_FORWARD_REQUEST = ("content-type", "inference-header-content-length", "content-encoding")
+_FORWARD_RESPONSE = ("content-type", "inference-header-content-length")
+_JSON = [(b"content-type", b"application/json")]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Tunables of the gateway (from `MeteringSettings`)."""
+
+    triton_url: str
+    max_body_bytes: int = 16 * 1024 * 1024
+    auth_metadata: bool = False
+    upstream_timeout_s: float = 60.0
+    upstream_connections: int = 64
+
+
+class _Reply(Exception):  # noqa: N818 - internal control flow, never escapes the app
+    """Answer now with this status and message (raised from deep in the request path)."""
+
+    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or []
+
+
+def _error_status(exc: MeteringError) -> int:
+    # The one mapping of domain errors to HTTP (InvalidInput 4xx, Retryable 503, bug 500).
+    return int(getattr(exc, "status", 500))
+
+
+class MeteringGateway:
+    """The ASGI application. Build it with `metering.server.build_gateway` (or by hand in
+    tests), run it under uvicorn; its lifespan opens and closes the upstream session."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        billing: BillingTable,
+        api_keys: Callable[[], ApiKeyStore],
+        events: UsageEventFactory,
+        producer: DurableProducer,
+        metrics: MeteringMetrics,
+        wallet: WalletVerifier | None = None,
+        on_shutdown: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.billing = billing
+        self.api_keys = api_keys
+        self.events = events
+        self.producer = producer
+        self.metrics = metrics
+        self.wallet = wallet
+        self.on_shutdown = on_shutdown
+        self.upstream = f"http://{config.triton_url.removeprefix('http://')}"
+        self._session: aiohttp.ClientSession | None = None
+        self._in_flight = 0
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if method == "POST":
+                match = _INFER.match(path)
+                if match is not None:
+                    await self._infer(scope, receive, send, match.group(1), match.group(2))
+                    return
+            elif method == "GET":
+                if path == "/metrics":
+                    body = generate_latest(self.metrics.registry)
+                    await _respond(
+                        send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+                    )
+                    return
+                if path in _HEALTH:
+                    await self._proxy_get(send, path, "health")
+                    return
+                if path == "/v2" or _MODEL_META.match(path):
+                    await self._metadata(scope, send, path)
+                    return
+            raise _Reply(404, f"{method} {path} is not available through the metering gateway")
+        except _Reply as reply:
+            self.metrics.requests.labels("other", str(reply.status)).inc()
+            await _respond_error(send, reply.status, reply.message, reply.headers)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        limit=self.config.upstream_connections, keepalive_timeout=60
+                    ),
+                    timeout=aiohttp.ClientTimeout(total=self.config.upstream_timeout_s),
+                    # Triton answers uncompressed on the loopback, so the units tensor can
+                    # be read without inflating a body.
+                    skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                )
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._session is not None:
+                    await self._session.close()
+                if self.on_shutdown is not None:
+                    await asyncio.to_thread(self.on_shutdown)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The upstream session (opened at lifespan startup)."""
+        if self._session is None:
+            raise RuntimeError("gateway used outside its lifespan (no upstream session)")
+        return self._session
+
+    # -- inference -----------------------------------------------------------------------
+
+    async def _infer(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
+    ) -> None:
+        started = time.perf_counter()
+        route_status = 500
+        self._in_flight += 1
+        try:
+            route_status = await self._metered_infer(scope, receive, send, model, version)
+        except _Reply as reply:
+            route_status = reply.status
+            await _respond_error(send, reply.status, reply.message, reply.headers)
+        except MeteringError as exc:
+            route_status = _error_status(exc)
+            if route_status in (401, 403):
+                self.metrics.auth_failures.labels(str(route_status)).inc()
+            headers = [(b"retry-after", b"5")] if isinstance(exc, Retryable) else []
+            if route_status == 401:
+                headers.append((b"www-authenticate", b'Bearer realm="royalty-metering"'))
+            await _respond_error(send, route_status, str(exc), headers)
+        finally:
+            self._in_flight -= 1
+            self.metrics.requests.labels("infer", str(route_status)).inc()
+            if route_status == 200:
+                self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+
+    async def _metered_infer(
+        self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
+    ) -> int:
+        headers = _headers(scope)
+        grant: LicenseGrant | None = None
+        api_key = api_key_from_headers(headers)
+        if api_key is not None:
+            # Keys are checked before the body is read: an anonymous client cannot make the
+            # gateway buffer megabytes.
+            grant = self.api_keys().authenticate(api_key)
+        elif self.wallet is None or not is_wallet_signed(headers):
+            raise AuthenticationFailed(
+                "missing credentials: send `Authorization: Bearer <api key>` or `x-api-key`"
+            )
+        billing = self.billing.require(model)
+        if grant is not None:
+            grant.authorize(billing)
+        _check_declared_length(headers, self.config.max_body_bytes)
+        if not self.producer.has_room(self._in_flight):
+            self.metrics.refused.inc()
+            raise SpoolFull("usage spool full: inference refused until it drains")
+        body = await _read_body(receive, self.config.max_body_bytes)
+        if grant is None:
+            assert self.wallet is not None
+            grant = self.wallet.authenticate(headers, model, body)
+            grant.authorize(billing)
+
+        request = _parse_request(billing, headers, body, self.config.max_body_bytes)
+        status, upstream_headers, payload, upstream_s = await self._forward(
+            f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/infer",
+            headers,
+            body,
+        )
+        completed_at = datetime.now(UTC)
+        self.metrics.upstream_latency.labels(model).observe(upstream_s)
+        out_headers = [
+            (name.encode(), upstream_headers[name].encode())
+            for name in _FORWARD_RESPONSE
+            if name in upstream_headers
+        ]
+        if status != 200:
+            # Triton's own answer (unknown model, bad input, model error): passed through,
+            # and no usage, because nothing was served.
+            await _respond(send, status, payload, out_headers)
+            return status
+        self.metrics.inferences.labels(model).inc()
+        try:
+            response = (
+                InferenceBody.parse(
+                    payload, _int_header(upstream_headers, "inference-header-content-length")
+                )
+                if billing.reads_response
+                else None
+            )
+            units = billing.units(request, response)
+        except InvalidInput as exc:
+            self.metrics.billing_errors.labels(model).inc()
+            log.error("inference units unreadable; response withheld", model=model, error=str(exc))
+            raise _Reply(502, f"usage of this inference could not be measured: {exc}") from exc
+        out_headers.append((b"x-royalty-units", str(units).encode()))
+        if units > 0:
+            encoded = self.events.encode(
+                Usage(
+                    billing=billing,
+                    license_id=grant.license_id,
+                    units=units,
+                    completed_at=completed_at,
+                    model_version=version or _model_version(response),
+                    request_id=headers.get("x-request-id"),
+                    latency_ms=int(upstream_s * 1000),
+                )
+            )
+            try:
+                delivery = await self.producer.publish(encoded.key, encoded.value)
+            except MeteringError as exc:
+                log.error(
+                    "usage event not durable; response withheld", id=encoded.id, error=str(exc)
+                )
+                raise _Reply(
+                    503,
+                    f"usage could not be recorded, retry later: {exc}",
+                    [(b"retry-after", b"5")],
+                ) from exc
+            self.metrics.events.labels(model, delivery).inc()
+            out_headers.append((b"x-royalty-usage-id", encoded.id.encode()))
+        else:
+            self.metrics.zero_units.labels(model).inc()
+        await _respond(send, 200, payload, out_headers)
+        return 200
+
+    async def _forward(
+        self, path: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes, float]:
+        forward = {name: headers[name] for name in _FORWARD_REQUEST if name in headers}
+        started = time.perf_counter()
+        try:
+            async with self.session.post(self.upstream + path, data=body, headers=forward) as resp:
+                payload = await resp.read()
+                upstream_headers = {k.lower(): v for k, v in resp.headers.items()}
+                return resp.status, upstream_headers, payload, time.perf_counter() - started
+        except TimeoutError as exc:
+            raise _Reply(504, "triton did not answer in time") from exc
+        except aiohttp.ClientError as exc:
+            raise _Reply(502, f"triton unreachable: {exc}") from exc
+
+    # -- metadata and health -------------------------------------------------------------
+
+    async def _metadata(self, scope: Scope, send: Send, path: str) -> None:
+        match = _MODEL_META.match(path)
+        if match is not None:
+            try:
+                billing = self.billing.require(match.group(1))
+            except UnknownModel as exc:
+                raise _Reply(404, str(exc)) from exc
+        else:
+            billing = None
+        if self.config.auth_metadata:
+            headers = _headers(scope)
+            key = api_key_from_headers(headers)
+            try:
+                if key is None:
+                    raise AuthenticationFailed("missing credentials")
+                grant = self.api_keys().authenticate(key)
+                if billing is not None:
+                    grant.authorize(billing)
+            except MeteringError as exc:
+                self.metrics.auth_failures.labels(str(_error_status(exc))).inc()
+                raise _Reply(_error_status(exc), str(exc)) from exc
+        await self._proxy_get(send, path, "metadata")
+
+    async def _proxy_get(self, send: Send, path: str, route: str) -> None:
+        try:
+            async with self.session.get(self.upstream + path) as resp:
+                payload = await resp.read()
+                headers = [
+                    (name.encode(), resp.headers[name].encode())
+                    for name in ("Content-Type",)
+                    if name in resp.headers
+                ]
+                status = resp.status
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _Reply(502, f"triton unreachable: {exc}") from exc
+        self.metrics.requests.labels(route, str(status)).inc()
+        await _respond(send, status, payload, headers)
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    value = headers.get(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise InvalidInput(f"{name} must be an integer") from exc
+
+
+def _model_version(response: InferenceBody | None) -> str | None:
+    version = response.header.get("model_version") if response is not None else None
+    return version if isinstance(version, str) else None
+
+
+def _check_declared_length(headers: Mapping[str, str], limit: int) -> None:
+    declared = _int_header(headers, "content-length")
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Reply(499, "client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _parse_request(
+    billing: ModelBilling, headers: Mapping[str, str], body: bytes, limit: int
+) -> InferenceBody | None:
+    """The parsed request when billing needs it, after checking its units will be readable."""
+    if not billing.reads_request:
+        return None
+    header_length = _int_header(headers, "inference-header-content-length")
+    encoding = headers.get("content-encoding", "").lower()
+    if encoding in ("gzip", "deflate"):
+        body = _inflate(body, encoding, limit)
+    elif encoding not in ("", "identity"):
+        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+    if billing.metric == "tokens":
+        head = body if header_length is None else body[:header_length]
+        # Cheap pre-check: a request that names no outputs gets all of them, the units
+        # tensor included, so there is nothing to check and nothing to parse.
+        if b'"outputs"' not in head:
+            return None
+    try:
+        request = InferenceBody.parse(body, header_length)
+        billing.check_request(request)
+    except BillingError:
+        raise
+    except InvalidInput as exc:
+        raise InvalidInput(f"malformed inference request: {exc}") from exc
+    return request
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    # Bounded: a few kilobytes of gzip can inflate to gigabytes.
+    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        out = decompressor.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"request body is not valid {encoding}: {exc}") from exc
+    if len(out) > limit:
+        raise PayloadTooLarge(f"request body inflates beyond the {limit}-byte limit")
+    return out
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _respond_error(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    # Triton's own error shape, so KServe clients show our errors like Triton's.
+    body = json.dumps({"error": message}).encode()
+    await _respond(send, status, body, [*_JSON, *(headers or [])])

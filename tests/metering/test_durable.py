@@ -1,0 +1,194 @@
+"""The durable producer's delivery rules, with a scripted publisher and a real spool."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from metering.durable import DurableProducer
+from metering.errors import SpoolFull
+from metering.metrics import MeteringMetrics
+from metering.spool import FileSpool
+
+
+class ScriptedKafka:
+    """A publisher whose broker is up or down at the test's command."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.published: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def probe(self) -> bool:
+        return self.up
+
+    def send_batch(self, records: list[tuple[bytes, bytes]], timeout_s: float) -> int:
+        if not self.up:
+            time.sleep(0.01)  # like a delivery timeout, only shorter
+            return 0
+        with self.lock:
+            self.published.extend(value for _, value in records)
+        return len(records)
+
+    def flush(self, timeout_s: float) -> None:
+        time.sleep(0.05)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
+
+
+def _wait(predicate: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def kafka() -> ScriptedKafka:
+    return ScriptedKafka()
+
+
+@pytest.fixture
+def producer(tmp_path: Path, kafka: ScriptedKafka) -> Iterator[DurableProducer]:
+    spool = FileSpool(tmp_path / "spool", max_bytes=64 * 1024, segment_bytes=8 * 1024)
+    p = DurableProducer(kafka, spool, metrics=MeteringMetrics(), delivery_timeout_s=1.0).start()
+    yield p
+    p.close(timeout_s=2, drain_s=0)
+
+
+def _submit(p: DurableProducer, values: list[bytes]) -> list[str]:
+    futures = [p.submit(b"1", v) for v in values]
+    return [f.result(timeout=10) for f in futures]
+
+
+def test_straight_to_kafka_once_it_answers(producer: DurableProducer, kafka: ScriptedKafka) -> None:
+    _wait(lambda: not producer.spooling)
+    assert _submit(producer, [b"a", b"b"]) == ["kafka", "kafka"]
+    assert kafka.published == [b"a", b"b"]
+
+
+def test_failures_spool_then_replay_in_order(
+    producer: DurableProducer, kafka: ScriptedKafka
+) -> None:
+    _wait(lambda: not producer.spooling)
+    assert _submit(producer, [b"0"]) == ["kafka"]
+    kafka.up = False
+    values = [f"{i}".encode() for i in range(1, 40)]
+    deliveries = _submit(producer, values)
+    assert set(deliveries) == {"spool"}  # durable on disk, acknowledged
+    assert producer.spooling
+    assert producer.spool.pending_records == 39
+    kafka.up = True
+    _wait(lambda: not producer.spooling)
+    # Every event, in order; a replay attempt cut short may have sent some twice.
+    assert list(dict.fromkeys(kafka.published)) == [b"0", *values]
+    assert producer.spool.pending_records == 0
+    assert _submit(producer, [b"after"]) == ["kafka"]
+
+
+def test_full_spool_refuses_new_work(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    kafka.up = False
+    spool = FileSpool(tmp_path / "s", max_bytes=20_000, segment_bytes=10_000)
+    p = DurableProducer(kafka, spool, metrics=MeteringMetrics()).start()
+    try:
+        ok = _submit(p, [b"x" * 900 for _ in range(20)])
+        assert ok == ["spool"] * 20
+        assert not p.has_room(in_flight=1)
+        over = [p.submit(b"1", b"y" * 900) for _ in range(5)]
+        errors = [f.exception(timeout=10) for f in over]
+        assert any(isinstance(e, SpoolFull) for e in errors)
+        assert spool.pending_bytes <= 20_000
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_alarm_when_nearly_full(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    kafka.up = False
+    metrics = MeteringMetrics()
+    spool = FileSpool(tmp_path / "s", max_bytes=10_000, segment_bytes=10_000)
+    p = DurableProducer(kafka, spool, metrics=metrics, alarm_ratio=0.8).start()
+    try:
+        _submit(p, [b"x" * 1000 for _ in range(7)])
+        assert metrics.registry.get_sample_value("royalty_metering_spool_alarm") == 0.0
+        _submit(p, [b"x" * 1000 for _ in range(2)])
+        assert metrics.registry.get_sample_value("royalty_metering_spool_alarm") == 1.0
+        assert metrics.registry.get_sample_value("royalty_metering_spool_depth") == 9.0
+        kafka.up = True
+        _wait(lambda: spool.pending_records == 0)
+        _wait(lambda: metrics.registry.get_sample_value("royalty_metering_spool_alarm") == 0.0)
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_write_ahead_mode_always_spools_first(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+    try:
+        values = [f"{i}".encode() for i in range(50)]
+        assert set(_submit(p, values)) == {"spool"}
+        _wait(lambda: len(kafka.published) == 50)
+        assert kafka.published == values
+        assert p.spooling  # never goes direct
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_a_restart_replays_what_kafka_never_acked(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    kafka.up = False
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    first = DurableProducer(kafka, spool).start()
+    _submit(first, [b"a", b"b", b"c"])
+    first.close(timeout_s=1, drain_s=0)  # Kafka still down: they stay spooled
+    kafka.up = True
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert spool.recovery.pending_records == 3
+    second = DurableProducer(kafka, spool).start()
+    try:
+        _wait(lambda: not second.spooling)
+        assert kafka.published == [b"a", b"b", b"c"]
+    finally:
+        second.close(timeout_s=1)
+
+
+def test_close_drains_the_spool_when_kafka_is_back(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    kafka.up = False
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool).start()
+    _submit(p, [b"a", b"b"])
+    kafka.up = True
+    p.close(timeout_s=1, drain_s=10)
+    assert kafka.published == [b"a", b"b"]
+    closed = p.submit(b"1", b"late")
+    assert closed.exception(timeout=1) is not None
+
+
+class HalfAcking(ScriptedKafka):
+    """Acks only the first `limit` records of each batch, like a broker dying mid-batch."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def send_batch(self, records: list[tuple[bytes, bytes]], timeout_s: float) -> int:
+        accepted = records[: self.limit]
+        with self.lock:
+            self.published.extend(value for _, value in accepted)
+        return len(accepted)
+
+
+def test_replay_moves_the_cursor_over_acked_records_only(tmp_path: Path) -> None:
+    kafka = HalfAcking(limit=3)
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    spool.append([(b"1", f"{i}".encode()) for i in range(10)])
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+    try:
+        _wait(lambda: spool.pending_records == 0)
+        # Each attempt acked a prefix; the next attempt started right after it: no duplicate.
+        assert kafka.published == [f"{i}".encode() for i in range(10)]
+    finally:
+        p.close(timeout_s=1, drain_s=0)
