@@ -1,0 +1,123 @@
+"""The demo's on-chain world: contracts deployed, models registered, licenses, stakes.
+
+Everything here is real transactions on a local chain, made through the typed wrappers of
+`settlement.chain`; the demo then drives inference traffic against this world.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eth_account.signers.local import LocalAccount
+
+from settlement.chain import (
+    ChainClient,
+    DeploymentConfig,
+    DeploymentManifest,
+    System,
+    deploy_system,
+    dev_account,
+)
+
+DAY = 86_400
+
+#: Short governance periods so that a vote completes within the demo.
+DEMO_DEPLOYMENT = {
+    "voting_delay_blocks": 1,
+    "voting_period_blocks": 5,
+    "timelock_delay_s": 60,
+    "dispute_window_s": 600,
+    "stake_cooldown_s": DAY,
+}
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    """A model served on Triton and registered on-chain."""
+
+    name: str  # the Triton model name
+    model_id: int
+    operator: LocalAccount
+    billing_metric: str  # "tokens" or "batch_items"
+
+
+@dataclass(frozen=True)
+class DemoLicense:
+    """A license NFT held by a licensee, with the terms it was minted with."""
+
+    license_id: int
+    model: DemoModel
+    holder: LocalAccount
+    price_per_unit_e6: int
+    expires_at: int
+    label: str
+
+
+@dataclass
+class DemoWorld:
+    """What the demo set up on-chain."""
+
+    client: ChainClient
+    system: System
+    manifest: DeploymentManifest
+    models: list[DemoModel] = field(default_factory=list)
+    licenses: list[DemoLicense] = field(default_factory=list)
+    stakes: list[tuple[str, int, int]] = field(default_factory=list)  # (staker, model, amount)
+
+
+# anvil development accounts by role (public keys of a public mnemonic: demo only).
+DEPLOYER, SETTLER, GUARDIAN, TREASURY = 0, 1, 2, 3
+OPERATORS = (4, 5)
+LICENSEES = (6, 7, 8)
+CONTRIBUTORS = (9, 10, 11)
+
+
+def build_world(client: ChainClient) -> DemoWorld:
+    """Deploy the system and script the community: 2 models, 5 licenses, 4 stakes."""
+    deployer = dev_account(DEPLOYER)
+    config = DeploymentConfig(
+        settler=dev_account(SETTLER).address,
+        guardian=dev_account(GUARDIAN).address,
+        treasury=dev_account(TREASURY).address,
+        **DEMO_DEPLOYMENT,  # type: ignore[arg-type]
+    )
+    manifest = deploy_system(client, deployer, config)
+    system = System.connect(client, manifest)
+    world = DemoWorld(client=client, system=system, manifest=manifest)
+
+    echo_op, doubler_op = (dev_account(i) for i in OPERATORS)
+    for name, op, metric in (
+        ("echo-lm", echo_op, "tokens"),
+        ("doubler", doubler_op, "batch_items"),
+    ):
+        model_id = len(world.models) + 1
+        system.model_registry.register_model(op, model_id, op.address, f"ipfs://demo/{name}")
+        world.models.append(DemoModel(name, model_id, op, metric))
+
+    echo, doubler = world.models
+    alice, bob, carol = (dev_account(i) for i in LICENSEES)
+    now = client.latest_timestamp()
+    for model, holder, price, expires, label in (
+        (echo, alice, 2_500, 0, "alice: echo-lm, 0.0025 dUSD/token"),
+        (echo, bob, 2_000, 0, "bob: echo-lm, 0.002 dUSD/token"),
+        (doubler, carol, 40_000, 0, "carol: doubler, 0.04 dUSD/item"),
+        (echo, carol, 3_000, now + 60, "carol: echo-lm, expires in 60 s"),
+        (doubler, bob, 35_000, 0, "bob: doubler (to be revoked)"),
+    ):
+        license_id = system.license_nft.mint(
+            model.operator, model.model_id, holder.address, price, expires
+        )
+        world.licenses.append(DemoLicense(license_id, model, holder, price, expires, label))
+
+    # Contributors stake governance tokens (the deployer holds the supply and hands some out).
+    gov = system.governance_token
+    staking = system.staking
+    plan = ((9, echo, 600), (10, echo, 400), (10, doubler, 500), (11, doubler, 1_500))
+    for index, model, amount in plan:
+        who = dev_account(index)
+        units = amount * 10**18
+        gov.transfer(deployer, who.address, units)
+        gov.approve(who, staking.address, units)
+        staking.stake(who, model.model_id, units)
+        world.stakes.append((who.address, model.model_id, units))
+    return world
