@@ -1,0 +1,168 @@
+"""The join, pure: one usage event and the finalized chain state at its time → a decision.
+
+A decision is `Accepted` (with its `Accrual`), `Rejected` (with a DESIGN.md reason code) or
+`Held` (its time is not yet covered by the finalized chain: it must wait, not be rejected).
+Checks run in this order, the first failure deciding the reason:
+
+    malformed → bad_signature → duplicate → (held) → unknown_model → unknown_license
+              → model_mismatch → expired → revoked
+
+Signature and duplicate come before the hold so that a forged or replayed event never occupies
+the hold buffer; the chain checks come after it because they need final state. No Kafka,
+faust or database here: state comes through the `ChainView` port.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from metering.errors import BadSignature
+from metering.signing import KeyRing
+from schemas.accrual import Accrual, DeadLetter, RejectReason
+from schemas.errors import MalformedEvent
+from schemas.usage import UsageEvent, parse_usage_event
+from stream.epochs import EpochClock
+from stream.errors import MissingPolicy
+from stream.state import ChainView
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid usage event and what it accrues."""
+
+    event: UsageEvent
+    accrual: Accrual
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An invalid usage event: never billed, dead-lettered with `reason` and `detail`.
+
+    `event` is None when the payload did not parse (`malformed`).
+    """
+
+    reason: RejectReason
+    detail: str
+    event: UsageEvent | None = None
+
+    def dead_letter(self, raw: bytes | str, received_at: datetime) -> DeadLetter:
+        """The dead letter of this rejection, keeping the payload as received."""
+        return DeadLetter.from_raw(
+            raw,
+            reason=self.reason,
+            detail=self.detail,
+            received_at=received_at,
+            usage_id=None if self.event is None else self.event.id,
+            source=None if self.event is None else self.event.source,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A usage event whose time is not strictly before the finalized chain's newest block time:
+    its state could still change, so it waits and is decided again later."""
+
+    event: UsageEvent
+    finalized_time: int | None
+
+
+Decision = Accepted | Rejected | Held
+
+
+def parse(raw: bytes | str) -> UsageEvent | Rejected:
+    """The usage event in `raw`, or its `malformed` rejection."""
+    try:
+        return parse_usage_event(raw)
+    except MalformedEvent as exc:
+        return Rejected(RejectReason.MALFORMED, exc.reason)
+
+
+def signature_verdict(key_ring: KeyRing, event: UsageEvent) -> str | None:
+    """None when the event's signature verifies under `key_ring`, else why not."""
+    try:
+        key_ring.verify(event)
+    except BadSignature as exc:
+        return str(exc)
+    return None
+
+
+def join(
+    event: UsageEvent,
+    *,
+    signature_error: str | None,
+    seen: bool,
+    state: ChainView,
+    clock: EpochClock,
+    min_epoch: int = 0,
+) -> Decision:
+    """Decide one parsed usage event.
+
+    `signature_error` is the signature verdict (None: good; see `signature_verdict`), `seen`
+    whether its id was already decided, `state` the finalized chain, `clock` the epochs.
+    `min_epoch` is the earliest epoch still open: a late event whose own epoch was already
+    computed is billed there, priced at its own time.
+    """
+    if signature_error is not None:
+        return Rejected(RejectReason.BAD_SIGNATURE, signature_error, event)
+    if seen:
+        return Rejected(RejectReason.DUPLICATE, f"usage id {event.id} was already decided", event)
+    t = event.unix_time
+    finalized = state.finalized_time()
+    if finalized is None or t >= finalized:
+        return Held(event, finalized)
+    return _join_final(event, t, state, clock, min_epoch)
+
+
+def _join_final(
+    event: UsageEvent, t: int, state: ChainView, clock: EpochClock, min_epoch: int
+) -> Accepted | Rejected:
+    data = event.data
+    operator = state.model_operator(data.model_id, t)
+    if operator is None:
+        return _reject(RejectReason.UNKNOWN_MODEL, f"model {data.model_id} not registered", event)
+    terms = state.license(data.license_id, t)
+    if terms is None or terms.owner is None:
+        return _reject(
+            RejectReason.UNKNOWN_LICENSE, f"license {data.license_id} not held at {t}", event
+        )
+    if terms.model_id != data.model_id:
+        return _reject(
+            RejectReason.MODEL_MISMATCH,
+            f"license {data.license_id} is for model {terms.model_id}, not {data.model_id}",
+            event,
+        )
+    if terms.expires_at != 0 and t >= terms.expires_at:
+        return _reject(
+            RejectReason.EXPIRED,
+            f"license {data.license_id} expired at {terms.expires_at}, event at {t}",
+            event,
+        )
+    if terms.revoked:
+        return _reject(
+            RejectReason.REVOKED, f"license {data.license_id} revoked at or before {t}", event
+        )
+    policy = state.policy(data.model_id, t)
+    if policy is None:
+        raise MissingPolicy(f"no royalty policy for model {data.model_id} at {t}")
+    accrual = Accrual(
+        usage_id=event.id,
+        epoch=max(clock.epoch_of(t), min_epoch),
+        model_id=data.model_id,
+        license_id=data.license_id,
+        payer=terms.owner,
+        event_time=t,
+        units=data.units,
+        price_per_unit_e6=terms.price_per_unit_e6,
+        fee_e6=data.units * terms.price_per_unit_e6,
+        state_interval=state.state_interval(data.model_id, t),
+        operator=operator,
+        operator_bps=policy.operator_bps,
+        treasury_bps=policy.treasury_bps,
+        contributors_bps=policy.contributors_bps,
+    )
+    return Accepted(event, accrual)
+
+
+def _reject(reason: RejectReason, detail: str, event: UsageEvent) -> Rejected:
+    return Rejected(reason, detail, event)

@@ -1,0 +1,1 @@
+"""Adapters that store the join's outputs: the settlement database and ClickHouse."""

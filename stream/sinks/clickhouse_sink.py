@@ -1,0 +1,164 @@
+"""Raw usage, accruals and rejects in ClickHouse for analysts (chDB by default, a server by URL).
+
+Every table is a `ReplacingMergeTree` ordered by its id, so a redelivered batch collapses into
+the rows already there (read with `FINAL` for exact counts). Money stays exact: `UInt256`
+columns, integers in, integers out. The schema is documented in `docs/analytics.md`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from schemas.accrual import Accrual, DeadLetter
+from schemas.usage import UsageEvent, encode_usage_event
+
+TABLES: dict[str, str] = {
+    "usage_raw": """
+        usage_id String, source String, event_time DateTime('UTC'), model_id UInt256,
+        license_id UInt256, units UInt64, keyid Nullable(String), payload String
+    """,
+    "accruals": """
+        usage_id String, epoch UInt64, model_id UInt256, license_id UInt256, payer String,
+        event_time DateTime('UTC'), units UInt64, price_per_unit_e6 UInt256, fee_e6 UInt256,
+        state_block_number UInt64, state_log_index UInt64, operator String,
+        operator_bps UInt16, treasury_bps UInt16, contributors_bps UInt16
+    """,
+    "rejects": """
+        reject_id String, reason LowCardinality(String), detail String, usage_id Nullable(String),
+        source Nullable(String), received_at DateTime64(6, 'UTC'), payload String
+    """,
+}
+_ORDER = {"usage_raw": "usage_id", "accruals": "usage_id", "rejects": "reject_id"}
+
+
+class ClickHouseClient(Protocol):
+    """The part of a clickhouse-connect client the sink uses."""
+
+    def command(self, cmd: str) -> Any: ...
+
+    def insert(
+        self, table: str, data: Sequence[Sequence[Any]], column_names: Sequence[str]
+    ) -> Any: ...
+
+
+def reject_id(letter: DeadLetter) -> str:
+    """A dead letter's id: the same rejection re-sent by a retried sink gets the same id."""
+    key = f"{letter.reason}|{letter.received_at.isoformat()}|{letter.usage_id}|{letter.payload}"
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class ClickHouseSink:
+    """Writes the join's outputs into `database` (tables created by `ensure_schema`)."""
+
+    def __init__(self, client: ClickHouseClient, database: str) -> None:
+        if not database.isidentifier():
+            raise ValueError(f"not a ClickHouse database name: {database!r}")
+        self.client = client
+        self.database = database
+
+    def ensure_schema(self) -> None:
+        """Create the database and tables when missing (idempotent)."""
+        self.client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        for name, columns in TABLES.items():
+            self.client.command(
+                f"CREATE TABLE IF NOT EXISTS {self.database}.{name} ({columns}) "
+                f"ENGINE = ReplacingMergeTree ORDER BY {_ORDER[name]}"
+            )
+
+    def write(
+        self,
+        usage: Sequence[UsageEvent],
+        accruals: Sequence[Accrual],
+        letters: Sequence[DeadLetter],
+    ) -> None:
+        """Insert one batch's outputs; re-sending the same batch is harmless."""
+        if usage:
+            self._insert(
+                "usage_raw",
+                [
+                    [
+                        e.id,
+                        e.source,
+                        e.unix_time,
+                        e.data.model_id,
+                        e.data.license_id,
+                        e.data.units,
+                        e.keyid,
+                        encode_usage_event(e).decode("utf-8"),
+                    ]
+                    for e in usage
+                ],
+                [
+                    "usage_id",
+                    "source",
+                    "event_time",
+                    "model_id",
+                    "license_id",
+                    "units",
+                    "keyid",
+                    "payload",
+                ],
+            )
+        if accruals:
+            self._insert(
+                "accruals",
+                [
+                    [
+                        a.usage_id,
+                        a.epoch,
+                        a.model_id,
+                        a.license_id,
+                        a.payer,
+                        a.event_time,
+                        a.units,
+                        a.price_per_unit_e6,
+                        a.fee_e6,
+                        a.state_interval.block_number,
+                        a.state_interval.log_index,
+                        a.operator,
+                        a.operator_bps,
+                        a.treasury_bps,
+                        a.contributors_bps,
+                    ]
+                    for a in accruals
+                ],
+                [
+                    "usage_id",
+                    "epoch",
+                    "model_id",
+                    "license_id",
+                    "payer",
+                    "event_time",
+                    "units",
+                    "price_per_unit_e6",
+                    "fee_e6",
+                    "state_block_number",
+                    "state_log_index",
+                    "operator",
+                    "operator_bps",
+                    "treasury_bps",
+                    "contributors_bps",
+                ],
+            )
+        if letters:
+            self._insert(
+                "rejects",
+                [
+                    [
+                        reject_id(d),
+                        d.reason.value,
+                        d.detail,
+                        d.usage_id,
+                        d.source,
+                        d.received_at,
+                        d.payload,
+                    ]
+                    for d in letters
+                ],
+                ["reject_id", "reason", "detail", "usage_id", "source", "received_at", "payload"],
+            )
+
+    def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
+        self.client.insert(f"{self.database}.{table}", rows, column_names=columns)

@@ -1,0 +1,197 @@
+"""The join's outputs in the settlement database: usage, accruals, dead letters, checkpoint.
+
+Writes through the caller's connection and never commits: the runner commits one batch's
+accruals, dead letters, decided usage ids and its input position in ONE transaction, so after
+a crash it resumes exactly where its committed outputs end. Inserts of usage and accruals are
+idempotent (`ON CONFLICT (usage_id) DO NOTHING`), the unique constraints being the last line
+against billing one usage id twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from schemas.accrual import Accrual, DeadLetter
+from schemas.chain import ChainPosition
+from schemas.tables import metadata
+from schemas.usage import UsageEvent, encode_usage_event
+from stream.errors import CheckpointConflict, InvalidInput
+
+_usage = metadata.tables["usage_events"]
+_accruals = metadata.tables["accruals"]
+_dead_letters = metadata.tables["dead_letters"]
+_checkpoints = metadata.tables["checkpoints"]
+
+# Bound parameters per IN (...) lookup: SQLite allows 32766 variables, stay well below.
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class JoinPosition:
+    """Where the join is in its input: the last offset consumed, and the events it holds.
+
+    `held` lists `(offset, payload)` of consumed events still waiting for the finalized chain;
+    they are part of the checkpoint so a crash cannot lose them.
+    """
+
+    offset: int = -1
+    held: tuple[tuple[int, str], ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"offset": self.offset, "held": [[o, p] for o, p in self.held]}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> JoinPosition:
+        try:
+            held = tuple((int(o), str(p)) for o, p in doc.get("held", []))
+            return cls(offset=int(doc["offset"]), held=held)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"corrupt join checkpoint: {exc}") from exc
+
+
+def _insert(connection: Connection) -> Any:
+    # The dialect's insert: the one that has `on_conflict_do_nothing`.
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"no idempotent insert for {connection.dialect.name}")
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    for start in range(0, len(values), _LOOKUP_CHUNK):
+        yield values[start : start + _LOOKUP_CHUNK]
+
+
+class SqlAlchemyAccrualStore:
+    """The join's tables through the caller's connection (the caller owns the transaction)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self._insert = _insert(connection)
+
+    # --- dedupe --------------------------------------------------------------------------------
+
+    def decided(self, usage_ids: Collection[str]) -> set[str]:
+        """The ids among `usage_ids` already decided (a committed `usage_events` row)."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(set(usage_ids))):
+            rows = self.connection.execute(
+                sa.select(_usage.c.usage_id).where(_usage.c.usage_id.in_(chunk))
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    # --- outputs -------------------------------------------------------------------------------
+
+    def add_usage(self, events: list[tuple[UsageEvent, datetime]]) -> None:
+        """Record decided usage events (first occurrences; a repeat is ignored)."""
+        if not events:
+            return
+        rows = [
+            {
+                "usage_id": event.id,
+                "source": event.source,
+                "event_time": event.unix_time,
+                "model_id": event.data.model_id,
+                "license_id": event.data.license_id,
+                "units": event.data.units,
+                "keyid": event.keyid,
+                "payload": encode_usage_event(event).decode("utf-8"),
+                "received_at": received_at,
+            }
+            for event, received_at in events
+        ]
+        self.connection.execute(self._insert(_usage).on_conflict_do_nothing(), rows)
+
+    def add_accruals(self, accruals: list[Accrual]) -> None:
+        """Insert accruals; one already stored for the same usage id is kept as it is."""
+        if not accruals:
+            return
+        rows = []
+        for accrual in accruals:
+            row = accrual.model_dump(exclude={"state_interval"})
+            row["state_block_number"] = accrual.state_interval.block_number
+            row["state_log_index"] = accrual.state_interval.log_index
+            rows.append(row)
+        insert = self._insert(_accruals).on_conflict_do_nothing(index_elements=["usage_id"])
+        self.connection.execute(insert, rows)
+
+    def add_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """Append dead letters (exactly once per consumed message, by the checkpoint)."""
+        if letters:
+            self.connection.execute(
+                _dead_letters.insert(), [letter.model_dump() for letter in letters]
+            )
+
+    # --- checkpoint ----------------------------------------------------------------------------
+
+    def load_position(self, component: str) -> tuple[JoinPosition, datetime | None]:
+        """The component's position and its version (None: never saved)."""
+        row = self.connection.execute(
+            sa.select(_checkpoints.c.position, _checkpoints.c.updated_at).where(
+                _checkpoints.c.component == component
+            )
+        ).one_or_none()
+        if row is None:
+            return JoinPosition(), None
+        return JoinPosition.from_json(row.position), row.updated_at
+
+    def save_position(
+        self, component: str, position: JoinPosition, version: datetime | None, now: datetime
+    ) -> None:
+        """Move the checkpoint from `version` to `position`; `CheckpointConflict` when
+        another runner moved it meanwhile (compare-and-set, so two runners never both win)."""
+        values = {"position": position.to_json(), "updated_at": now}
+        if version is None:
+            insert = self._insert(_checkpoints).values(component=component, **values)
+            done = self.connection.execute(
+                insert.on_conflict_do_nothing().returning(_checkpoints.c.component)
+            )
+            moved = done.first() is not None
+        else:
+            done = self.connection.execute(
+                _checkpoints.update()
+                .where(_checkpoints.c.component == component, _checkpoints.c.updated_at == version)
+                .values(**values)
+            )
+            moved = done.rowcount == 1
+        if not moved:
+            raise CheckpointConflict(f"checkpoint {component} moved under this batch")
+
+    # --- reads (tests, API) --------------------------------------------------------------------
+
+    def accruals(self) -> list[Accrual]:
+        """Every stored accrual, in insertion order."""
+        rows = self.connection.execute(sa.select(_accruals).order_by(_accruals.c.id))
+        out = []
+        for row in rows:
+            doc = dict(row._mapping)
+            doc.pop("id")
+            doc["state_interval"] = ChainPosition(
+                doc.pop("state_block_number"), doc.pop("state_log_index")
+            )
+            out.append(Accrual.model_validate(doc))
+        return out
+
+    def dead_letter_counts(self) -> dict[str, int]:
+        """Dead letters per reason code."""
+        rows = self.connection.execute(
+            sa.select(_dead_letters.c.reason, sa.func.count()).group_by(_dead_letters.c.reason)
+        )
+        return {str(reason): int(count) for reason, count in rows}
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every dead letter, in insertion order."""
+        rows = self.connection.execute(sa.select(_dead_letters).order_by(_dead_letters.c.id))
+        return [
+            DeadLetter.model_validate({k: v for k, v in r._mapping.items() if k != "id"})
+            for r in rows
+        ]
