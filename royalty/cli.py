@@ -14,6 +14,7 @@ from royalty.commands import schemas as schemas_cmd
 from royalty.commands import stack as stack_cmd
 from royalty.commands.demo import demo
 from royalty.commands.placeholder import not_yet
+from royalty.commands.worker import worker
 
 app = typer.Typer(
     name="royalty",
@@ -30,13 +31,8 @@ app.add_typer(gateway_cmd.metering_app, name="metering")
 app.command()(gateway_cmd.gateway)
 app.command()(gateway_cmd.reconcile)
 app.command()(demo)
+app.command()(worker)
 app.command()(deploy_cmd.deploy)
-
-
-@app.command()
-def worker() -> None:
-    """Stream processor joining usage with chain state (faust worker)."""
-    not_yet("worker", "stream processing")
 
 
 @app.command()

@@ -108,6 +108,6 @@ def test_cli_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_placeholder_commands_say_not_yet() -> None:
-    result = CliRunner().invoke(app, ["worker"])
+    result = CliRunner().invoke(app, ["settle"])
     assert result.exit_code == 2
     assert "not yet implemented" in result.output

@@ -1,0 +1,61 @@
+"""`royalty worker`: the stream processor joining `usage` with the `chain` topic (`stream.app`).
+
+Configuration comes from the settings (`[kafka]` brokers and topics, `[db]`, `[epochs]`, the
+deployment manifest for the chain id, the metering key ring); options override the few handy
+on the command line. SIGTERM and Ctrl-C stop after the current batch; SIGKILL is safe too:
+every batch commits its outputs and its input position together, and a restart resumes there.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from prometheus_client import start_http_server
+
+from metering.keyfiles import load_key_ring
+from metering.settings import resolve_paths
+from royalty.config import load_settings
+from royalty.logging import configure_logging
+from settlement.chain.manifest import DeploymentManifest
+from stream.app import REGISTRY, WorkerConfig, serve
+from stream.epochs import EpochClock
+
+
+def worker(
+    group_id: Annotated[str, typer.Option(help="Kafka consumer group.")] = "royalty-worker",
+    instance_id: Annotated[
+        str | None, typer.Option(help="Static group membership id (fast restarts).")
+    ] = None,
+    max_held: Annotated[
+        int, typer.Option(help="Usage events held for the chain before pausing.")
+    ] = 10_000,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus metrics on this port.")
+    ] = None,
+) -> None:
+    """Stream processor joining usage with chain state into accruals."""
+    settings = load_settings()
+    configure_logging(settings.engine)
+    manifest = DeploymentManifest.load(settings.manifest_path)
+    kafka = settings.kafka
+    if metrics_port:
+        start_http_server(metrics_port, registry=REGISTRY)
+    serve(
+        WorkerConfig(
+            bootstrap_servers=kafka.bootstrap_servers,
+            db_url=settings.database_url,
+            chain_id=manifest.chain_id,
+            key_ring=load_key_ring(resolve_paths(settings).key_ring),
+            clock=EpochClock(settings.epochs.length_s, settings.epochs.genesis_s),
+            usage_topic=kafka.usage_topic,
+            chain_topic=kafka.chain_topic,
+            accruals_topic=kafka.accruals_topic,
+            dead_letter_topic=kafka.dead_letter_topic,
+            group_id=group_id,
+            partitions=kafka.partitions,
+            max_held=max_held,
+            client_id=f"{kafka.client_id}-worker",
+            instance_id=instance_id,
+        )
+    )

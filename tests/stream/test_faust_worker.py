@@ -1,0 +1,159 @@
+"""The stream worker on real Kafka, anvil and PostgreSQL: the ground-truth scenario produced into
+`usage` and indexed into `chain` gives the scenario's expected accruals and rejects, exactly the
+embedded runner's; held events wait for the watermark; a worker SIGKILLed mid-stream and
+restarted loses and doubles nothing. (The worker runs on aiokafka; see `stream.app`.)"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from deploy.local import KafkaBroker
+from schemas import migrate
+from schemas.engine import create_engine
+from schemas.tables import metadata
+from settlement.chain import System
+from stream.embedded import EmbeddedJoinRunner, numbered
+from stream.epochs import EpochClock
+from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrualStore
+from tests.contracts.contract_helpers import ChainHarness
+from tests.indexer.support import index_to_head, make_follower
+from tests.stream.scenario import EPOCH_S, Script, build
+from tests.stream.test_embedded import _check
+from tests.stream.worker_support import (
+    ThreadWorker,
+    Topics,
+    decided_count,
+    expected_totals,
+    index_into_topic,
+    produce_usage,
+    spawn_worker,
+    wait_for,
+    worker_config,
+)
+
+pytestmark = [pytest.mark.kafka, pytest.mark.anvil, pytest.mark.postgres, pytest.mark.slow]
+
+
+def _consumed(url: str, component: str) -> tuple[int, int]:
+    """(messages consumed over all partitions, events held) per the committed checkpoints."""
+    engine = create_engine(url, poolclass=NullPool)
+    table = metadata.tables["checkpoints"]
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(table.c.position).where(table.c.component.like(f"{component}:%"))
+            ).all()
+    finally:
+        engine.dispose()
+    positions = [JoinPosition.from_json(row[0]) for row in rows]
+    return sum(p.offset + 1 for p in positions), sum(len(p.held) for p in positions)
+
+
+def _embedded_accruals(script: Script, system: System, chain: ChainHarness, url: str) -> list:  # type: ignore[type-arg]
+    """The embedded runner's accruals on the same input, over its own freshly indexed DB."""
+    migrate.upgrade(url)
+    follower = make_follower(system, [chain.anvil.rpc_url], url, confirmations=0)
+    try:
+        index_to_head(follower)
+    finally:
+        follower.release_lease()
+        follower.engine.dispose()
+    engine = create_engine(url, poolclass=NullPool)
+    runner = EmbeddedJoinRunner(
+        engine, system.manifest.chain_id, script.key_ring, EpochClock(EPOCH_S, script.genesis)
+    )
+    runner.process(numbered(script.messages))
+    with engine.connect() as connection:
+        accruals = SqlAlchemyAccrualStore(connection).accruals()
+    engine.dispose()
+    return sorted(accruals, key=lambda a: a.usage_id)
+
+
+def _worker_accruals(url: str) -> list:  # type: ignore[type-arg]
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.connect() as connection:
+        accruals = SqlAlchemyAccrualStore(connection).accruals()
+    engine.dispose()
+    return sorted(accruals, key=lambda a: a.usage_id)
+
+
+def test_worker_matches_scenario_and_embedded_runner(
+    st_system: System,
+    st_chain: ChainHarness,
+    pg_url: str,
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+) -> None:
+    migrate.upgrade(pg_url)
+    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
+    chain_id = st_system.manifest.chain_id
+    script = build(st_system, st_chain)
+    # The chain as scripted, not yet past the last usage times: the newest events are held.
+    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+    produce_usage(servers, topics.usage, script.messages)
+    worker = ThreadWorker(worker_config(script, servers, pg_url, chain_id, topics)).start()
+    try:
+        wait_for(
+            lambda: _consumed(pg_url, topics.component)[0] == len(script.messages),
+            60,
+            "every usage message consumed",
+        )
+        assert _consumed(pg_url, topics.component)[1] > 0, "no event waits for the chain"
+        st_chain.advance_time(script.last_time - st_chain.now() + 5)
+        index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+        engine = create_engine(pg_url, poolclass=NullPool)
+        want = expected_totals(script)
+        wait_for(lambda: decided_count(engine) == want, 60, f"{want} accruals / dead letters")
+        assert _consumed(pg_url, topics.component) == (len(script.messages), 0)
+        assert worker.worker.held
+        assert sum(worker.worker.held.values()) == 0
+    finally:
+        worker.stop()
+    _check(script, engine)
+    engine.dispose()
+    embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
+    assert _worker_accruals(pg_url) == embedded
+
+
+def test_worker_sigkilled_mid_stream_and_restarted(
+    st_system: System,
+    st_chain: ChainHarness,
+    pg_url: str,
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+) -> None:
+    migrate.upgrade(pg_url)
+    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
+    chain_id = st_system.manifest.chain_id
+    script = build(st_system, st_chain)
+    st_chain.advance_time(script.last_time - st_chain.now() + 5)
+    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+    engine = create_engine(pg_url, poolclass=NullPool)
+    chunks = [script.messages[i::3] for i in range(3)]
+    produced = 0
+    for chunk in chunks:
+        produce_usage(servers, topics.usage, chunk)
+        produced += len(chunk)
+        process = spawn_worker(script, servers, pg_url, chain_id, topics, tmp_path)
+        before = sum(decided_count(engine))
+        try:
+            # Killed once it has committed something of this chunk: mid-stream, not at rest.
+            wait_for(lambda b=before: sum(decided_count(engine)) > b, 60, "worker progress")  # type: ignore[misc]
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+    process = spawn_worker(script, servers, pg_url, chain_id, topics, tmp_path)
+    try:
+        want = expected_totals(script)
+        wait_for(lambda: decided_count(engine) == want, 90, f"{want} accruals / dead letters")
+        assert _consumed(pg_url, topics.component) == (produced, 0)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    _check(script, engine)
+    engine.dispose()

@@ -1,0 +1,194 @@
+"""Helpers of the stream worker tests: unique topics, the chain indexed into the `chain` topic,
+usage produced into `usage`, the worker in a thread or a subprocess, polling the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from sqlalchemy.engine import Engine
+
+from indexer.publisher import KafkaChainConfig, KafkaChainPublisher
+from metering.keyfiles import write_json_atomic
+from schemas.tables import metadata
+from settlement.chain import System
+from stream.app import KafkaJoinWorker, WorkerConfig
+from stream.epochs import EpochClock
+from tests.contracts.contract_helpers import ChainHarness
+from tests.indexer.support import index_to_head, make_follower
+from tests.stream.scenario import EPOCH_S, Script
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic and group names unique to one test."""
+
+    usage: str
+    chain: str
+    accruals: str
+    dead_letter: str
+    group: str
+    component: str
+
+    @classmethod
+    def unique(cls) -> Topics:
+        tag = uuid.uuid4().hex[:10]
+        return cls(
+            f"usage-{tag}",
+            f"chain-{tag}",
+            f"accruals-{tag}",
+            f"dead-{tag}",
+            f"worker-{tag}",
+            f"stream.worker.{tag}",
+        )
+
+
+def index_into_topic(
+    system: System, chain: ChainHarness, url: str, servers: str, topic: str
+) -> None:
+    """Index the chain to its head (confirmations 0), publishing to the `chain` topic."""
+    publisher = KafkaChainPublisher(KafkaChainConfig(servers, topic=topic, partitions=3))
+    follower = make_follower(
+        system, [chain.anvil.rpc_url], url, confirmations=0, publisher=publisher
+    )
+    try:
+        index_to_head(follower)
+    finally:
+        follower.release_lease()
+        follower.engine.dispose()
+        publisher.close()
+
+
+def _model_key(message: bytes) -> bytes:
+    # The usage topic is keyed by model id; a malformed message has none to give.
+    try:
+        return str(json.loads(message)["data"]["model_id"]).encode("ascii")
+    except (ValueError, KeyError, TypeError):
+        return b"malformed"
+
+
+def produce_usage(servers: str, topic: str, messages: list[bytes]) -> None:
+    """Produce `messages` in order, keyed by model id, and wait for every ack."""
+    admin = KafkaAdminClient(bootstrap_servers=servers.split(","))
+    try:
+        if topic not in set(admin.list_topics()):
+            admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    finally:
+        admin.close()
+    producer = KafkaProducer(bootstrap_servers=servers.split(","), acks="all")
+    try:
+        for message in messages:
+            producer.send(topic, key=_model_key(message), value=message)
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+
+
+def worker_config(script: Script, servers: str, url: str, chain_id: int, t: Topics) -> WorkerConfig:
+    return WorkerConfig(
+        bootstrap_servers=servers,
+        db_url=url,
+        chain_id=chain_id,
+        key_ring=script.key_ring,
+        clock=EpochClock(EPOCH_S, script.genesis),
+        usage_topic=t.usage,
+        chain_topic=t.chain,
+        accruals_topic=t.accruals,
+        dead_letter_topic=t.dead_letter,
+        group_id=t.group,
+        component=t.component,
+        max_records=5,
+        poll_ms=50,
+    )
+
+
+class ThreadWorker:
+    """A worker in a thread (the in-process tests); `stop()` re-raises what it died of."""
+
+    def __init__(self, config: WorkerConfig) -> None:
+        self.worker = KafkaJoinWorker(config)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self.worker.start()
+            self.worker.run(self._stop)
+        except BaseException as exc:  # reported by stop()
+            self._error = exc
+        finally:
+            self.worker.close()
+
+    def start(self) -> ThreadWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        if self._error is not None:
+            raise self._error
+
+
+def spawn_worker(
+    script: Script, servers: str, url: str, chain_id: int, t: Topics, tmp: Path
+) -> subprocess.Popen[bytes]:
+    """`python -m stream.app` in a subprocess (SIGKILL-able)."""
+    ring = tmp / "keyring.json"
+    if not ring.exists():
+        write_json_atomic(ring, script.key_ring.to_json())
+    args = [
+        sys.executable, "-m", "stream.app",
+        "--bootstrap-servers", servers, "--db-url", url, "--chain-id", str(chain_id),
+        "--key-ring", str(ring), "--epoch-length", str(EPOCH_S),
+        "--epoch-genesis", str(script.genesis), "--usage-topic", t.usage,
+        "--chain-topic", t.chain, "--accruals-topic", t.accruals,
+        "--dead-letter-topic", t.dead_letter, "--group-id", t.group,
+        "--component", t.component, "--max-records", "3",
+        "--instance-id", f"{t.group}-1",
+    ]  # fmt: skip
+    log = (tmp / "worker.log").open("ab")
+    return subprocess.Popen(
+        args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+    )
+
+
+def decided_count(engine: Engine) -> tuple[int, int]:
+    """(accrual rows, dead-letter rows) committed now."""
+    with engine.connect() as connection:
+        accruals = connection.execute(
+            sa.select(sa.func.count()).select_from(metadata.tables["accruals"])
+        ).scalar_one()
+        letters = connection.execute(
+            sa.select(sa.func.count()).select_from(metadata.tables["dead_letters"])
+        ).scalar_one()
+    return int(accruals), int(letters)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll `condition` until true; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def expected_totals(script: Script) -> tuple[int, int]:
+    """(accruals, dead letters) the scenario must end with."""
+    billed = sum(1 for e in script.expected.values() if e.reason is None)
+    return billed, sum(script.reject_counts.values())
