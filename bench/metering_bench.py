@@ -13,6 +13,10 @@ after an outage); and the event build+sign rate.
 
     .venv/bin/python bench/metering_bench.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
 
+Every process shares the same cores (the client too: the same aiohttp client and concurrency
+for every target), so each round also records the CPU seconds per request spent by the client,
+Triton (with its Python backend stubs), the gateway and the Kafka broker: where the cores went.
+
 Prints a table and writes bench/results/metering.json.
 """
 
@@ -65,6 +69,39 @@ BODY = json.dumps(
         ]
     }
 ).encode()
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants (Triton's backend stubs, Kafka's JVM)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of `pids` so far (0 for those gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / _TICK
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -265,11 +302,29 @@ def main() -> None:
                 {"x-api-key": key},
             )
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {t: {} for t in targets}
+        triton_pid = triton._process.pid if triton._process is not None else None
+        kafka_pid = kafka._process.pid if kafka._process is not None else None
+        trees = {
+            "triton": process_tree(triton_pid) if triton_pid is not None else [],
+            "gateway": [p.pid for p in gateways],
+            "kafka": process_tree(kafka_pid) if kafka_pid is not None else [],
+        }
         for concurrency in args.concurrency:
             count = args.requests if concurrency > 1 else max(500, args.requests // 3)
             for _ in range(args.rounds):
                 for name, (url, headers) in targets.items():
+                    before = {k: cpu_seconds(v) for k, v in trees.items()}
+                    client_before = os.times()
                     result = asyncio.run(load(url, headers, count, concurrency))
+                    client_after = os.times()
+                    sent = count + min(50, count)  # with the warm-up requests
+                    spent = {k: cpu_seconds(v) - before[k] for k, v in trees.items()}
+                    spent["client"] = (client_after.user + client_after.system) - (
+                        client_before.user + client_before.system
+                    )
+                    result["cpu_us_per_request"] = {
+                        k: round(v / sent * 1e6) for k, v in sorted(spent.items())
+                    }
                     runs[name].setdefault(concurrency, []).append(result)
         summary: dict[str, Any] = {}
         for name, by_c in runs.items():
@@ -279,6 +334,10 @@ def main() -> None:
                     "p50_ms": statistics.median(r["p50_ms"] for r in results),
                     "p99_ms": statistics.median(r["p99_ms"] for r in results),
                     "failures": sum(r["failures"] for r in results),
+                    "cpu_us_per_request": {
+                        k: statistics.median(r["cpu_us_per_request"][k] for r in results)
+                        for k in results[0]["cpu_us_per_request"]
+                    },
                     "rounds": results,
                 }
         ratios: dict[str, Any] = {}
@@ -326,13 +385,21 @@ def main() -> None:
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
 
     columns = ("req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms")
-    print(f"{'target':<16}{'conc':>5}" + "".join(f"{c:>10}" for c in columns))
+    cpu_columns = ("client", "triton", "gateway", "kafka")
+    print(
+        f"{'target':<16}{'conc':>5}"
+        + "".join(f"{c:>10}" for c in columns)
+        + "   CPU us/req: "
+        + " ".join(f"{c:>7}" for c in cpu_columns)
+    )
     for name, by_c in summary.items():
         for c, s in by_c.items():
             r = ratios.get(name, {}).get(c)
-            extra = f"{r['throughput_ratio']:>10.2f}{r['added_p50_ms']:>10.2f}" if r else ""
+            extra = f"{r['throughput_ratio']:>10.2f}{r['added_p50_ms']:>10.2f}" if r else " " * 20
+            cpu = " ".join(f"{s['cpu_us_per_request'][k]:>7.0f}" for k in cpu_columns)
             print(
                 f"{name:<16}{c:>5}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{extra}"
+                f"{'':>14}{cpu}"
             )
     print()
     for k in (

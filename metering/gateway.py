@@ -19,9 +19,11 @@ Other routes:
   metering, so the gateway never exposes them.
 
 A raw ASGI application rather than a framework router: this path runs for every inference and
-each framework layer costs tens of microseconds of the latency budget. Forwarding uses one
-aiohttp session with keep-alive connections (the transport tritonclient's asyncio HTTP client
-is built on), passing the bytes through instead of decoding and re-encoding tensors.
+each framework layer costs tens of microseconds of the latency budget. Forwarding uses a pool of
+keep-alive HTTP/1.1 connections (`metering.upstream`: one write per request, llhttp parsing),
+passing the bytes through instead of decoding and re-encoding tensors; only the JSON header of
+a response is parsed, and only for models billed by an output tensor. Labelled metric children
+are looked up once per label set, not per request.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -56,6 +57,7 @@ from metering.errors import (
 from metering.events import Usage, UsageEventFactory
 from metering.kserve import InferenceBody
 from metering.metrics import MeteringMetrics
+from metering.upstream import UpstreamError, UpstreamPool, UpstreamTimeoutError
 from metering.wallet_auth import WalletVerifier, is_wallet_signed
 
 log = structlog.get_logger(__name__)
@@ -126,8 +128,17 @@ class MeteringGateway:
         self.wallet = wallet
         self.on_shutdown = on_shutdown
         self.upstream = f"http://{config.triton_url.removeprefix('http://')}"
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
         self._in_flight = 0
+        # Labelled metric children by label values: `labels()` validates and locks per call.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -160,37 +171,35 @@ class MeteringGateway:
                     return
             raise _Reply(404, f"{method} {path} is not available through the metering gateway")
         except _Reply as reply:
-            self.metrics.requests.labels("other", str(reply.status)).inc()
+            self._child(self.metrics.requests, "other", str(reply.status)).inc()
             await _respond_error(send, reply.status, reply.message, reply.headers)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._session = aiohttp.ClientSession(
-                    connector=aiohttp.TCPConnector(
-                        limit=self.config.upstream_connections, keepalive_timeout=60
-                    ),
-                    timeout=aiohttp.ClientTimeout(total=self.config.upstream_timeout_s),
-                    # Triton answers uncompressed on the loopback, so the units tensor can
-                    # be read without inflating a body.
-                    skip_auto_headers=("Accept-Encoding", "User-Agent"),
+                # No Accept-Encoding is sent: Triton answers uncompressed, so the units
+                # tensor can be read without inflating a body.
+                self._pool = UpstreamPool.for_url(
+                    self.upstream,
+                    limit=self.config.upstream_connections,
+                    timeout_s=self.config.upstream_timeout_s,
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._session is not None:
-                    await self._session.close()
+                if self._pool is not None:
+                    await self._pool.close()
                 if self.on_shutdown is not None:
                     await asyncio.to_thread(self.on_shutdown)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        """The upstream session (opened at lifespan startup)."""
-        if self._session is None:
-            raise RuntimeError("gateway used outside its lifespan (no upstream session)")
-        return self._session
+    def pool(self) -> UpstreamPool:
+        """The upstream connections (opened at lifespan startup)."""
+        if self._pool is None:
+            raise RuntimeError("gateway used outside its lifespan (no upstream pool)")
+        return self._pool
 
     # -- inference -----------------------------------------------------------------------
 
@@ -208,16 +217,16 @@ class MeteringGateway:
         except MeteringError as exc:
             route_status = _error_status(exc)
             if route_status in (401, 403):
-                self.metrics.auth_failures.labels(str(route_status)).inc()
+                self._child(self.metrics.auth_failures, str(route_status)).inc()
             headers = [(b"retry-after", b"5")] if isinstance(exc, Retryable) else []
             if route_status == 401:
                 headers.append((b"www-authenticate", b'Bearer realm="royalty-metering"'))
             await _respond_error(send, route_status, str(exc), headers)
         finally:
             self._in_flight -= 1
-            self.metrics.requests.labels("infer", str(route_status)).inc()
+            self._child(self.metrics.requests, "infer", str(route_status)).inc()
             if route_status == 200:
-                self.metrics.latency.labels(model).observe(time.perf_counter() - started)
+                self._child(self.metrics.latency, model).observe(time.perf_counter() - started)
 
     async def _metered_infer(
         self, scope: Scope, receive: Receive, send: Send, model: str, version: str | None
@@ -253,7 +262,7 @@ class MeteringGateway:
             body,
         )
         completed_at = datetime.now(UTC)
-        self.metrics.upstream_latency.labels(model).observe(upstream_s)
+        self._child(self.metrics.upstream_latency, model).observe(upstream_s)
         out_headers = [
             (name.encode(), upstream_headers[name].encode())
             for name in _FORWARD_RESPONSE
@@ -264,7 +273,7 @@ class MeteringGateway:
             # and no usage, because nothing was served.
             await _respond(send, status, payload, out_headers)
             return status
-        self.metrics.inferences.labels(model).inc()
+        self._child(self.metrics.inferences, model).inc()
         try:
             response = (
                 InferenceBody.parse(
@@ -275,7 +284,7 @@ class MeteringGateway:
             )
             units = billing.units(request, response)
         except InvalidInput as exc:
-            self.metrics.billing_errors.labels(model).inc()
+            self._child(self.metrics.billing_errors, model).inc()
             log.error("inference units unreadable; response withheld", model=model, error=str(exc))
             raise _Reply(502, f"usage of this inference could not be measured: {exc}") from exc
         out_headers.append((b"x-royalty-units", str(units).encode()))
@@ -302,27 +311,25 @@ class MeteringGateway:
                     f"usage could not be recorded, retry later: {exc}",
                     [(b"retry-after", b"5")],
                 ) from exc
-            self.metrics.events.labels(model, delivery).inc()
+            self._child(self.metrics.events, model, delivery).inc()
             out_headers.append((b"x-royalty-usage-id", encoded.id.encode()))
         else:
-            self.metrics.zero_units.labels(model).inc()
+            self._child(self.metrics.zero_units, model).inc()
         await _respond(send, 200, payload, out_headers)
         return 200
 
     async def _forward(
         self, path: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes, float]:
-        forward = {name: headers[name] for name in _FORWARD_REQUEST if name in headers}
+        forward = [(name, headers[name]) for name in _FORWARD_REQUEST if name in headers]
         started = time.perf_counter()
         try:
-            async with self.session.post(self.upstream + path, data=body, headers=forward) as resp:
-                payload = await resp.read()
-                upstream_headers = {k.lower(): v for k, v in resp.headers.items()}
-                return resp.status, upstream_headers, payload, time.perf_counter() - started
-        except TimeoutError as exc:
+            resp = await self.pool.request("POST", path, forward, body)
+        except UpstreamTimeoutError as exc:
             raise _Reply(504, "triton did not answer in time") from exc
-        except aiohttp.ClientError as exc:
+        except UpstreamError as exc:
             raise _Reply(502, f"triton unreachable: {exc}") from exc
+        return resp.status, resp.headers, resp.body, time.perf_counter() - started
 
     # -- metadata and health -------------------------------------------------------------
 
@@ -345,24 +352,19 @@ class MeteringGateway:
                 if billing is not None:
                     grant.authorize(billing)
             except MeteringError as exc:
-                self.metrics.auth_failures.labels(str(_error_status(exc))).inc()
+                self._child(self.metrics.auth_failures, str(_error_status(exc))).inc()
                 raise _Reply(_error_status(exc), str(exc)) from exc
         await self._proxy_get(send, path, "metadata")
 
     async def _proxy_get(self, send: Send, path: str, route: str) -> None:
         try:
-            async with self.session.get(self.upstream + path) as resp:
-                payload = await resp.read()
-                headers = [
-                    (name.encode(), resp.headers[name].encode())
-                    for name in ("Content-Type",)
-                    if name in resp.headers
-                ]
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError) as exc:
+            resp = await self.pool.request("GET", path)
+        except UpstreamError as exc:
             raise _Reply(502, f"triton unreachable: {exc}") from exc
-        self.metrics.requests.labels(route, str(status)).inc()
-        await _respond(send, status, payload, headers)
+        content_type = resp.headers.get("content-type")
+        headers = [(b"content-type", content_type.encode())] if content_type is not None else []
+        self._child(self.metrics.requests, route, str(resp.status)).inc()
+        await _respond(send, resp.status, resp.body, headers)
 
 
 # -- helpers -------------------------------------------------------------------------------

@@ -76,8 +76,10 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
         app,
         host=host or settings.metering.host,
         port=port or settings.metering.port,
-        http="h11",
-        loop="asyncio",
+        # libuv's event loop and llhttp's parser: about half the per-request CPU of the
+        # pure-Python asyncio loop and h11 on this path.
+        http="httptools",
+        loop="uvloop",
         lifespan="on",
         access_log=False,
         log_level=settings.engine.log_level,
