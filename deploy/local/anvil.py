@@ -17,12 +17,18 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 
 @dataclass
 class Anvil:
-    """A local chain on a free port. `block_time=None` mines a block per transaction."""
+    """A local chain on a free port. `block_time=None` mines a block per transaction.
+
+    Automining gives every block a later timestamp than its parent, so a burst of transactions
+    runs the chain's clock ahead of the wall clock; `genesis_timestamp` in the past leaves room
+    to pin later blocks to wall-clock times with `evm_setNextBlockTimestamp`.
+    """
 
     workdir: Path
     chain_id: int = 31337
     accounts: int = 20
     block_time: float | None = None
+    genesis_timestamp: int | None = None
     port: int = field(default_factory=free_port)
     start_timeout: float = 30.0
     _process: ManagedProcess | None = None
@@ -61,6 +67,8 @@ class Anvil:
         ]
         if self.block_time is not None:
             argv += ["--block-time", str(self.block_time)]
+        if self.genesis_timestamp is not None:
+            argv += ["--timestamp", str(self.genesis_timestamp)]
         self._process = ManagedProcess("anvil", argv, self.workdir / "anvil.log")
         self._process.start()
         self.startup_seconds = self._process.wait_ready(

@@ -82,12 +82,32 @@ class TritonServer:
 
         def ready() -> bool:
             base = f"http://{self.http_url}"
-            return _get_ok(f"{base}/v2/health/ready") and all(
-                _get_ok(f"{base}/v2/models/{m}/ready") for m in DEMO_MODELS
+            return (
+                _get_ok(f"{base}/v2/health/ready")
+                and all(_get_ok(f"{base}/v2/models/{m}/ready") for m in DEMO_MODELS)
+                and self._warm_up()
             )
 
         self.startup_seconds = self._process.wait_ready(ready, self.start_timeout, interval=0.25)
         return self
+
+    def _warm_up(self) -> bool:
+        """One real inference per demo model: "ready" must mean it answers, not only that the
+        model is loaded (PyTriton's proxy can still be wiring itself up at that point)."""
+        import numpy as np
+        import tritonclient.http as httpclient
+
+        client = httpclient.InferenceServerClient(self.http_url)
+        try:
+            prompt = httpclient.InferInput("prompt", [1, 1], "BYTES")
+            prompt.set_data_from_numpy(np.array([[b"warm up"]], dtype=np.object_))
+            client.infer(ECHO_LM, [prompt])
+            x = httpclient.InferInput("x", [1, 1], "FP32")
+            x.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
+            client.infer(DOUBLER, [x])
+        finally:
+            client.close()
+        return True
 
     def stop(self) -> None:
         if self._process is not None:

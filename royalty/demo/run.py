@@ -5,9 +5,10 @@ Today it runs the slice of the flow that exists end to end, on the real componen
     anvil ─ contracts deployed, 2 models, 5 licenses, 4 stakes ─▶ indexer ─▶ SQLite projections
     licensee ─ API key ─▶ metering gateway ─▶ Triton (CPU)        │
                               └─ signed usage events ─▶ Kafka `usage`
-    Kafka `usage` ─▶ signature check against the key ring ─▶ SQLite usage_events + chDB
+    Kafka `usage` ─▶ embedded stream join (signatures, dedupe, finalized chain state as of
+                     each event's time) ─▶ SQLite accruals + dead letters; usage into chDB
 
-Pricing, the stream join, epochs and claims join this run as their components land.
+Epochs, the Merkle commit and claims join this run as their components land.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from royalty.config import Settings, load_settings
 from royalty.demo.world import DemoLicense, DemoWorld, build_world
 from schemas import migrate
 from schemas.engine import create_engine
-from schemas.tables import UsageEventRow
+from schemas.errors import MalformedEvent
 from schemas.usage import UsageEvent, parse_usage_event
 from settlement.chain import ChainClient
 
@@ -64,7 +64,12 @@ class DemoReport:
     refused: Counter[str] = field(default_factory=Counter)
     events: list[UsageEvent] = field(default_factory=list)
     bad_signatures: int = 0
+    injected: list[str] = field(default_factory=list)
     indexed: dict[str, int] = field(default_factory=dict)
+    fees_e6: dict[int, int] = field(default_factory=dict)
+    billed: Counter[int] = field(default_factory=Counter)
+    rejects: Counter[str] = field(default_factory=Counter)
+    held: int = 0
 
     def step(self, name: str, since: float) -> None:
         self.steps.append((name, time.monotonic() - since))
@@ -152,10 +157,28 @@ def _infer(gateway: str, lic: DemoLicense, api_key: str, prompt: str) -> None:
     client.close()
 
 
+def _pin_next_block_to_now(world: DemoWorld) -> None:
+    """Give the next block the wall-clock time, which usage events are timed by."""
+    now = int(time.time())
+    if now > world.client.latest_timestamp():
+        world.client.w3.provider.make_request(
+            "evm_setNextBlockTimestamp",  # type: ignore[arg-type]
+            [now],
+        )
+
+
 def _drive_traffic(
     gateway: str, world: DemoWorld, keys: dict[int, str], rounds: int, report: DemoReport
 ) -> None:
+    revoked = world.licenses[4]
     for r in range(rounds):
+        if r == rounds // 2:
+            # The operator revokes bob's doubler license mid-traffic. The gateway still serves
+            # it (its API key is valid); the join bills only the usage before the revocation.
+            time.sleep(1.0)  # usage before and after the revocation in different seconds
+            _pin_next_block_to_now(world)
+            world.system.license_nft.revoke(revoked.model.operator, revoked.license_id)
+            time.sleep(1.0)
         for lic in world.licenses:
             _infer(gateway, lic, keys[lic.license_id], PROMPTS[r % len(PROMPTS)])
             report.inferences[lic.license_id] += 1
@@ -176,69 +199,111 @@ def _drive_traffic(
         client.close()
 
 
-def _collect_usage(settings: Settings, expected: int, report: DemoReport) -> None:
-    """Consume the `usage` topic, check every signature, store what is good."""
-    from kafka import KafkaConsumer
+def _inject_hostile_events(settings: Settings, report: DemoReport) -> None:
+    """What a forged metering node or a broken producer could put on `usage` directly."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from metering.signing import Signer
+    from schemas.usage import encode_usage_event, signing_payload
+
+    topic = settings.kafka.usage_topic
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5_000,
+        max_poll_records=1,
+    )
+    genuine = parse_usage_event(next(iter(consumer)).value)
+    consumer.close()
+    # A forger claims the genuine node's key id but can only sign with a key of its own.
+    forger = Signer(SigningKey.generate("ed25519", prefix="forger"))
+    claimed = genuine.model_copy(update={"id": f"{genuine.id}-forged", "signature": None})
+    forged = claimed.with_signature("0x" + forger.sign_bytes(signing_payload(claimed)).hex())
+    producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all")
+    for label, value in (
+        ("forged signature", encode_usage_event(forged)),
+        ("redelivered duplicate", encode_usage_event(genuine)),
+        ("malformed JSON", b'{"specversion": "1.0", "id": '),
+    ):
+        producer.send(topic, key=str(genuine.data.model_id).encode(), value=value)
+        report.injected.append(label)
+    producer.flush(30)
+    producer.close()
+
+
+def _read_usage(settings: Settings, expected: int, report: DemoReport) -> list[bytes]:
+    """Every message of the `usage` topic, in order; count good and bad signatures."""
+    from kafka import KafkaConsumer, TopicPartition
 
     from metering.keyfiles import load_key_ring
     from metering.settings import resolve_paths
 
     ring = load_key_ring(resolve_paths(settings).key_ring)
     consumer = KafkaConsumer(
-        settings.kafka.usage_topic,
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=10_000,
-        group_id="demo-collector",
+        bootstrap_servers=settings.kafka.bootstrap_servers, consumer_timeout_ms=5_000
     )
-    engine = create_engine(settings.database_url)
-    with engine.begin() as conn:
-        for message in consumer:
-            event = parse_usage_event(message.value)
-            try:
-                ring.verify(event)
-            except BadSignature:
-                report.bad_signatures += 1
-                continue
-            report.events.append(event)
-            conn.execute(
-                sa.insert(UsageEventRow).values(
-                    usage_id=event.id,
-                    source=event.source,
-                    event_time=event.unix_time,
-                    model_id=event.data.model_id,
-                    license_id=event.data.license_id,
-                    units=event.data.units,
-                    keyid=event.keyid,
-                    payload=message.value.decode(),
-                    received_at=datetime.now(UTC),
-                )
-            )
-            if len(report.events) >= expected:
-                break
+    partitions = [
+        TopicPartition(settings.kafka.usage_topic, p)
+        for p in sorted(consumer.partitions_for_topic(settings.kafka.usage_topic) or ())
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    raw = [message.value for message in consumer]
     consumer.close()
+    seen: set[str] = set()
+    for value in raw:
+        try:
+            event = parse_usage_event(value)
+            ring.verify(event)
+        except (BadSignature, MalformedEvent):
+            report.bad_signatures += 1
+            continue
+        if event.id not in seen:
+            seen.add(event.id)
+            report.events.append(event)
+    if len(report.events) < expected:
+        raise RuntimeError(f"only {len(report.events)} of {expected} usage events reached Kafka")
+    return raw
+
+
+def _join(settings: Settings, world: DemoWorld, raw: list[bytes], report: DemoReport) -> None:
+    """The embedded stream join over the indexed, finalized chain state."""
+    from metering.keyfiles import load_key_ring
+    from metering.settings import resolve_paths
+    from schemas.tables import AccrualRow, DeadLetterRow
+    from stream.embedded import EmbeddedJoinRunner, numbered
+    from stream.epochs import EpochClock
+
+    engine = create_engine(settings.database_url)
+    runner = EmbeddedJoinRunner(
+        engine,
+        world.manifest.chain_id,
+        load_key_ring(resolve_paths(settings).key_ring),
+        EpochClock(settings.epochs.length_s, settings.epochs.genesis_s),
+    )
+    runner.process(numbered(raw))
+    report.held = runner.held_count
+    with engine.connect() as conn:
+        for license_id, fee in conn.execute(sa.select(AccrualRow.license_id, AccrualRow.fee_e6)):
+            report.fees_e6[license_id] = report.fees_e6.get(license_id, 0) + fee
+            report.billed[license_id] += 1
+        for (reason,) in conn.execute(sa.select(DeadLetterRow.reason)):
+            report.rejects[str(reason)] += 1
     engine.dispose()
 
 
 def _analytics(settings: Settings, report: DemoReport) -> list[tuple[Any, ...]]:
+    """Usage into chDB through the stream's ClickHouse sink, then an analyst's query."""
     import clickhouse_connect
 
+    from stream.sinks.clickhouse_sink import ClickHouseSink
+
     client = clickhouse_connect.get_client(dsn=settings.analytics_url)
+    sink = ClickHouseSink(client, settings.analytics.database)
+    sink.ensure_schema()
+    sink.write(report.events, [], [])
     db = settings.analytics.database
-    client.command(f"CREATE DATABASE IF NOT EXISTS {db}")
-    client.command(
-        f"CREATE TABLE IF NOT EXISTS {db}.usage_raw (usage_id String, model_id UInt256, "
-        "license_id UInt256, units UInt64, time DateTime('UTC')) "
-        "ENGINE = ReplacingMergeTree ORDER BY usage_id"
-    )
-    rows = [
-        [e.id, e.data.model_id, e.data.license_id, e.data.units, e.unix_time] for e in report.events
-    ]
-    client.insert(
-        f"{db}.usage_raw",
-        rows,
-        column_names=["usage_id", "model_id", "license_id", "units", "time"],
-    )
     return [
         tuple(row)
         for row in client.query(
@@ -271,7 +336,9 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
     try:
         t = time.monotonic()
         with console.status("starting anvil, Kafka and Triton on free loopback ports"):
-            chain = Anvil(workdir / "anvil").start()
+            # The chain's clock starts in the past, so the world's burst of blocks stays behind
+            # the wall clock and chain events can then be pinned to wall-clock times.
+            chain = Anvil(workdir / "anvil", genesis_timestamp=int(time.time()) - 600).start()
             services.append(chain)
             kafka = KafkaBroker(workdir / "kafka").start()
             services.append(kafka)
@@ -315,11 +382,14 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
                         report.indexed[table] = conn.execute(
                             sa.text(f"SELECT count(*) FROM {table}")  # noqa: S608 - fixed names
                         ).scalar_one()
-            engine.dispose()
         report.step("chain indexed", t)
 
         t = time.monotonic()
         keys = _issue_api_keys(settings, world)
+        # Carol's second license must be expired before the traffic starts.
+        expiring = world.licenses[3].expires_at
+        while time.time() < expiring + 1:
+            time.sleep(0.2)
         with (
             console.status("inference traffic through the metering gateway"),
             _GatewayThread(settings) as gateway,
@@ -328,15 +398,32 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
         report.step(f"{sum(report.inferences.values())} inferences metered", t)
 
         t = time.monotonic()
-        with console.status("consuming `usage`, verifying signatures, storing"):
-            _collect_usage(settings, sum(report.inferences.values()), report)
+        with console.status("hostile messages straight onto `usage`; the chain moves on"):
+            _inject_hostile_events(settings, report)
+            # A block after the last usage, indexed and finalized: the join may now decide
+            # every event (it holds those the finalized chain has not passed yet).
+            chain.rpc("evm_setNextBlockTimestamp", [int(time.time()) + 2])
+            chain.rpc("evm_mine")
+            follower.run(stop_at_head=True)
+        report.step("hostile messages injected, chain finalized past the traffic", t)
+
+        t = time.monotonic()
+        with console.status("stream join: usage x finalized chain state -> accruals"):
+            raw = _read_usage(settings, sum(report.inferences.values()), report)
+            _join(settings, world, raw, report)
             analytics = _analytics(settings, report)
-        report.step("usage verified and stored (SQLite + chDB)", t)
+        report.step("joined, priced and stored (SQLite + chDB)", t)
         _print_summary(console, world, report, analytics, settings)
         return report
     finally:
         for service in reversed(services):
             service.stop()
+
+
+def _dusd(amount_e6: int) -> str:
+    """10^-6 base units of the 6-decimal demo token as an exact decimal string of dUSD."""
+    whole, frac = divmod(amount_e6, 10**12)
+    return f"{whole}.{frac:012d}".rstrip("0").rstrip(".")
 
 
 def _print_summary(
@@ -346,15 +433,15 @@ def _print_summary(
     analytics: list[tuple[Any, ...]],
     settings: Settings,
 ) -> None:
-    steps = Table(title="Steps", show_header=True)
+    steps = Table(title="Steps")
     steps.add_column("step")
     steps.add_column("seconds", justify="right")
     for name, seconds in report.steps:
         steps.add_row(name, f"{seconds:.1f}")
     console.print(steps)
 
-    usage = Table(title="Metered usage per license (from the `usage` topic, signatures checked)")
-    for col in ("license", "terms", "inferences", "events", "units"):
+    usage = Table(title="Per license: metered at the gateway, billed by the stream join")
+    for col in ("license", "terms", "inferences", "events", "units", "billed", "fees (dUSD)"):
         usage.add_column(col)
     by_license = Counter(e.data.license_id for e in report.events)
     units: Counter[int] = Counter()
@@ -367,8 +454,17 @@ def _print_summary(
             str(report.inferences[lic.license_id]),
             str(by_license[lic.license_id]),
             str(units[lic.license_id]),
+            str(report.billed[lic.license_id]),
+            _dusd(report.fees_e6.get(lic.license_id, 0)),
         )
     console.print(usage)
+
+    rejected = Table(title="Not billed, with the reason (dead letters)")
+    rejected.add_column("reason")
+    rejected.add_column("count", justify="right")
+    for reason, count in sorted(report.rejects.items()):
+        rejected.add_row(reason, str(count))
+    console.print(rejected)
 
     refused = Table(title="Refused by the gateway (no inference, no event)")
     refused.add_column("caller")
@@ -385,15 +481,29 @@ def _print_summary(
     console.print(chdb)
 
     total = sum(report.inferences.values())
-    ok = len(report.events) == total and report.bad_signatures == 0
+    decided = sum(report.billed.values()) + report.rejects.total() - len(report.injected)
+    ok = (
+        len(report.events) == total
+        and decided == total
+        and report.held == 0
+        and report.rejects["bad_signature"] >= 1
+        and report.rejects["duplicate"] >= 1
+        and report.rejects["malformed"] >= 1
+    )
+    verdict = (
+        "[green]every inference metered once and decided once: billed or rejected with a reason"
+        if ok
+        else "[red]MISMATCH between inferences, events and decisions"
+    )
     console.print(
         f"indexed: {json.dumps(report.indexed)}\n"
-        f"inferences {total}, usage events {len(report.events)}, bad signatures "
-        f"{report.bad_signatures}: [{'green' if ok else 'red'}]"
-        f"{'every inference metered exactly once' if ok else 'MISMATCH'}[/]\n"
+        f"inferences {total}, usage events {len(report.events)}, injected "
+        f"{len(report.injected)} ({', '.join(report.injected)}), billed "
+        f"{sum(report.billed.values())}, rejected {report.rejects.total()}, held {report.held}\n"
+        f"{verdict}[/]\n"
         f"contracts: {settings.manifest_path}\ndatabase: {settings.database_url}\n"
-        "[yellow]Not in this run yet:[/] pricing and the stream join, epochs, Merkle commit and "
-        "claims (they join the demo as their components land)."
+        "[yellow]Not in this run yet:[/] epochs closing, the Merkle distribution and its on-chain "
+        "commit, and claims through the API (they join the demo as their components land)."
     )
     if not ok:
         raise SystemExit(1)

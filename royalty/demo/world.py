@@ -6,6 +6,7 @@ Everything here is real transactions on a local chain, made through the typed wr
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
@@ -20,6 +21,7 @@ from settlement.chain import (
 )
 
 DAY = 86_400
+E6 = 10**6
 
 #: Short governance periods so that a vote completes within the demo.
 DEMO_DEPLOYMENT = {
@@ -65,6 +67,9 @@ class DemoWorld:
     stakes: list[tuple[str, int, int]] = field(default_factory=list)  # (staker, model, amount)
 
 
+#: Carol's second license expires this many seconds after minting, before any traffic.
+EXPIRES_IN_S = 3
+
 # anvil development accounts by role (public keys of a public mnemonic: demo only).
 DEPLOYER, SETTLER, GUARDIAN, TREASURY = 0, 1, 2, 3
 OPERATORS = (4, 5)
@@ -96,13 +101,14 @@ def build_world(client: ChainClient) -> DemoWorld:
 
     echo, doubler = world.models
     alice, bob, carol = (dev_account(i) for i in LICENSEES)
-    now = client.latest_timestamp()
+    now = int(time.time())  # usage is timed by the wall clock: expiry is set against it
     for model, holder, price, expires, label in (
-        (echo, alice, 2_500, 0, "alice: echo-lm, 0.0025 dUSD/token"),
-        (echo, bob, 2_000, 0, "bob: echo-lm, 0.002 dUSD/token"),
-        (doubler, carol, 40_000, 0, "carol: doubler, 0.04 dUSD/item"),
-        (echo, carol, 3_000, now + 60, "carol: echo-lm, expires in 60 s"),
-        (doubler, bob, 35_000, 0, "bob: doubler (to be revoked)"),
+        # pricePerUnitE6 = base units per unit x 10^6; dUSD has 6 decimals.
+        (echo, alice, 2_500 * E6, 0, "alice: echo-lm, 0.0025 dUSD/token"),
+        (echo, bob, 2_000 * E6, 0, "bob: echo-lm, 0.002 dUSD/token"),
+        (doubler, carol, 40_000 * E6, 0, "carol: doubler, 0.04 dUSD/item"),
+        (echo, carol, 3_000 * E6, now + EXPIRES_IN_S, "carol: echo-lm, expired before use"),
+        (doubler, bob, 35_000 * E6, 0, "bob: doubler, revoked mid-traffic"),
     ):
         license_id = system.license_nft.mint(
             model.operator, model.model_id, holder.address, price, expires
