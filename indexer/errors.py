@@ -4,6 +4,8 @@
   operator's to fix; retrying cannot help.
 - `IndexerInvariantError`: our bug or a broken assumption (stored state that contradicts
   itself): stop, loudly, rather than index something wrong.
+- `IndexerLeaseHeldError` / `IndexerLeaseLostError`: another indexer runs (or took over) the
+  same chain in the same database: stop one of them; retrying in a loop cannot help.
 - `RpcError` and its subclasses: the world's fault (a node down, slow, or refusing a query):
   retried with backoff, on the next endpoint, or with a smaller block range.
 """
@@ -21,6 +23,15 @@ class IndexerConfigError(IndexerError):
 
 class IndexerInvariantError(IndexerError):
     """Stored or fetched state violates an invariant the indexer relies on (a bug)."""
+
+
+class IndexerLeaseHeldError(IndexerError):
+    """Another follower holds the lease of this chain in this database (see `indexer.lease`)."""
+
+
+class IndexerLeaseLostError(IndexerError):
+    """This follower's lease was taken over by another one; it must stop (nothing it did in
+    the failed transaction was committed)."""
 
 
 class RpcError(IndexerError):

@@ -3,13 +3,14 @@
 - a chain event: the CloudEvent `ai.royalty.chain.v1` (`ChainCloudEvent.wrap`);
 - a retraction of an event whose block was orphaned: `ai.royalty.chain.retraction.v1`, same
   id, same key, so it lands on the same partition after the event it retracts;
-- the finalized watermark: `FinalizedWatermark` JSON, sent to every partition (`broadcast`),
-  so a consumer of any partition learns that nothing at or below it will change.
+- the finalized watermark: the CloudEvent `ai.royalty.chain.finalized.v1`
+  (`FinalizedWatermarkCloudEvent.wrap`), sent to every partition (`broadcast`), so a consumer
+  of any partition learns that nothing at or below it will change.
 
-Every message's key is the event id `chain_id:block_hash:log_index` (the watermark's, its
-chain id) and its type travels in the `ce_type` header too (CloudEvents' Kafka binding), so a
-consumer can tell a watermark from an event without parsing. Bytes are canonical JSON, so a
-re-sent message is byte-identical and consumers dedupe on `(type, id)`.
+Keys come from `schemas.chain.kafka_key` (an event's id `chain_id:block_hash:log_index`; a
+watermark's chain id) and each message's type travels in the `ce_type` header too (CloudEvents'
+Kafka binding), so a consumer can tell a watermark from an event without parsing. Bytes are
+canonical JSON, so a re-sent message is byte-identical and consumers dedupe on `(type, id)`.
 """
 
 from __future__ import annotations
@@ -19,22 +20,22 @@ from dataclasses import dataclass
 from schemas.chain import (
     CHAIN_EVENT_TYPE,
     CHAIN_RETRACTION_TYPE,
+    CHAIN_WATERMARK_TYPE,
     ChainCloudEvent,
     ChainEvent,
     FinalizedWatermark,
+    FinalizedWatermarkCloudEvent,
     encode_chain_message,
+    encode_watermark_message,
+    kafka_key,
 )
-from schemas.codec import encode
-
-CHAIN_WATERMARK_TYPE = "ai.royalty.chain.finalized.v1"
-"""`type` (header `ce_type`) of a finalized-watermark message."""
 
 TYPE_HEADER = "ce_type"
 
 
 @dataclass(frozen=True)
 class ChainMessage:
-    """One message for the `chain` topic."""
+    """One message for the `chain` topic (`key` is the Kafka key, UTF-8 text)."""
 
     chain_id: int
     message_type: str
@@ -49,7 +50,7 @@ def event_message(event: ChainEvent) -> ChainMessage:
     return ChainMessage(
         chain_id=event.chain_id,
         message_type=cloud_event.type,
-        key=event.event_id,
+        key=kafka_key(cloud_event).decode("utf-8"),
         value=encode_chain_message(cloud_event),
     )
 
@@ -63,11 +64,12 @@ def retraction_message(event: ChainEvent) -> ChainMessage:
 
 def watermark_message(watermark: FinalizedWatermark) -> ChainMessage:
     """The message announcing a new finalized watermark, for every partition."""
+    cloud_event = FinalizedWatermarkCloudEvent.wrap(watermark)
     return ChainMessage(
         chain_id=watermark.chain_id,
-        message_type=CHAIN_WATERMARK_TYPE,
-        key=str(watermark.chain_id),
-        value=encode(watermark),
+        message_type=cloud_event.type,
+        key=kafka_key(cloud_event).decode("utf-8"),
+        value=encode_watermark_message(cloud_event),
         broadcast=True,
     )
 

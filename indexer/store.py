@@ -1,10 +1,11 @@
 """SQLAlchemy adapter of the indexer's state: blocks, events, projections, raw logs, outbox,
-checkpoint.
+checkpoint and lease.
 
 `IndexerStore` works on a `Connection` inside the caller's transaction and never commits: the
 follower commits a block range's events, projection rows, outbox messages and the checkpoint
-together, or nothing of them (see `indexer.follower`). Inserts are bulk (`executemany`), which
-is what keeps a backfill at thousands of events per second.
+together, or nothing of them (see `indexer.follower`). Inserts are bulk (`indexer.bulk`: `COPY`
+on PostgreSQL, `executemany` elsewhere), which is what keeps a backfill at thousands of events
+per second.
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from indexer.blocks import BlockHeader
+from indexer.bulk import bulk_insert
 from indexer.checkpoint import Checkpoint, component_name
 from indexer.decoding import Undecoded
+from indexer.lease import Lease, lease_name
 from indexer.messages import ChainMessage
 from indexer.projections import PROJECTION_TABLES
 from schemas.chain import ChainEvent
@@ -38,9 +42,13 @@ DERIVED_TABLES: tuple[sa.Table, ...] = (
 )
 
 
-def _insert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        connection.execute(table.insert(), list(rows))
+def _upsert_insert(connection: Connection) -> Any:
+    """The dialect's `insert` construct (the one with `on_conflict_do_nothing`)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert
+    if connection.dialect.name == "sqlite":
+        return sqlite.insert
+    raise NotImplementedError(f"no upsert for {connection.dialect.name}")
 
 
 class IndexerStore:
@@ -70,6 +78,49 @@ class IndexerStore:
         )
         if updated.rowcount == 0:
             self.connection.execute(_checkpoints.insert().values(component=name, **values))
+
+    # --- lease (see `indexer.lease`) ------------------------------------------------------------
+
+    def lease(self) -> tuple[Lease, datetime] | None:
+        """The lease of this chain and its version (the row's `updated_at`), or None."""
+        row = self.connection.execute(
+            sa.select(_checkpoints.c.position, _checkpoints.c.updated_at).where(
+                _checkpoints.c.component == lease_name(self.chain_id)
+            )
+        ).one_or_none()
+        return None if row is None else (Lease.from_json(row.position), row.updated_at)
+
+    def write_lease(self, lease: Lease, version: datetime | None, stamp: datetime) -> bool:
+        """Compare-and-set: write `lease` at version `stamp` if the row is still at `version`
+        (None: if there is no row). False when another writer got there first.
+
+        The update locks the row until the caller's transaction ends, so nobody can take the
+        lease between this write and the commit of the outputs it guards.
+        """
+        name = lease_name(self.chain_id)
+        values = {"position": lease.to_json(), "updated_at": stamp}
+        if version is None:
+            # Nothing was there when we looked: insert, unless another follower just did.
+            insert = _upsert_insert(self.connection)(_checkpoints).values(component=name, **values)
+            inserted = self.connection.execute(
+                insert.on_conflict_do_nothing().returning(_checkpoints.c.component)
+            )
+            return inserted.first() is not None
+        updated = self.connection.execute(
+            _checkpoints.update()
+            .where(_checkpoints.c.component == name, _checkpoints.c.updated_at == version)
+            .values(**values)
+        )
+        return updated.rowcount == 1
+
+    def release_lease(self, version: datetime) -> None:
+        """Drop the lease if it is still at `version` (ours): a clean stop."""
+        self.connection.execute(
+            _checkpoints.delete().where(
+                _checkpoints.c.component == lease_name(self.chain_id),
+                _checkpoints.c.updated_at == version,
+            )
+        )
 
     # --- blocks --------------------------------------------------------------------------------
 
@@ -104,7 +155,7 @@ class IndexerStore:
             }
             for h in headers
         ]
-        _insert(self.connection, _blocks, rows)
+        bulk_insert(self.connection, _blocks, rows)
 
     def finalize_blocks(self, upto: int) -> None:
         """Flag the kept blocks at or below `upto` as final."""
@@ -144,12 +195,12 @@ class IndexerStore:
             }
             for e in events
         ]
-        _insert(self.connection, _events, rows)
+        bulk_insert(self.connection, _events, rows)
 
     def add_projection_rows(self, grouped: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
         """Insert projection rows grouped by table (see `indexer.projections.project_all`)."""
         for table_name, rows in grouped.items():
-            _insert(self.connection, metadata.tables[table_name], rows)
+            bulk_insert(self.connection, metadata.tables[table_name], rows)
 
     def add_raw_logs(self, undecoded: Sequence[Undecoded]) -> None:
         """Keep logs that are not chain events, with the reason."""
@@ -169,7 +220,7 @@ class IndexerStore:
             }
             for u in undecoded
         ]
-        _insert(self.connection, _raw_logs, rows)
+        bulk_insert(self.connection, _raw_logs, rows)
 
     def events_above(self, number: int) -> list[ChainEvent]:
         """The stored events in blocks above `number`, newest first (what a rollback retracts)."""
@@ -218,7 +269,7 @@ class IndexerStore:
             }
             for m in messages
         ]
-        _insert(self.connection, _outbox, rows)
+        bulk_insert(self.connection, _outbox, rows)
 
     def outbox_batch(self, limit: int) -> list[tuple[int, ChainMessage]]:
         """The oldest `limit` queued messages with their outbox ids."""
@@ -237,6 +288,21 @@ class IndexerStore:
             )
             for r in rows
         ]
+
+    def outbox_extent(self) -> tuple[int, int | None]:
+        """How many messages of this chain are queued, and the highest id among them."""
+        count, last = self.connection.execute(
+            sa.select(sa.func.count(), sa.func.max(_outbox.c.id)).where(
+                _outbox.c.chain_id == self.chain_id
+            )
+        ).one()
+        return int(count), None if last is None else int(last)
+
+    def outbox_delete_upto(self, last_id: int) -> None:
+        """Forget every queued message of this chain with an id up to `last_id` (published)."""
+        self.connection.execute(
+            _outbox.delete().where(_outbox.c.chain_id == self.chain_id, _outbox.c.id <= last_id)
+        )
 
     def outbox_delete(self, ids: Sequence[int]) -> None:
         """Forget published messages."""

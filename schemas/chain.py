@@ -7,13 +7,16 @@ yields the same ids, and a log of a block that is reorganised away has a differe
 replacement. When a block is orphaned the indexer publishes each of its events again with
 `removed=True` (a retraction, CloudEvents type `ai.royalty.chain.retraction.v1`).
 
-On the `chain` topic each event is wrapped in a `ChainCloudEvent`, Kafka key = the chain id, so
-a chain's events keep their order in one partition.
+On the `chain` topic each event is wrapped in a `ChainCloudEvent` whose Kafka key is its event id
+(`kafka_key`), so a retraction lands on the partition of the event it retracts, after it. The
+finalized watermark travels as a `FinalizedWatermarkCloudEvent` (`ai.royalty.chain.finalized.v1`)
+sent to every partition: a consumer of any partition learns that nothing at or below it will
+change. Consumers dedupe on the CloudEvent `(type, id)`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Final, Literal, NamedTuple, Self
 
 from pydantic import (
     ModelWrapValidatorHandler,
@@ -61,6 +64,7 @@ from schemas.timestamps import UtcDatetime, from_unix_seconds, unix_seconds
 __all__ = [
     "CHAIN_EVENT_TYPE",
     "CHAIN_RETRACTION_TYPE",
+    "CHAIN_WATERMARK_TYPE",
     "PAYLOAD_MODELS",
     "SOLIDITY_EVENTS",
     "ChainCloudEvent",
@@ -72,6 +76,7 @@ __all__ = [
     "EpochDisputed",
     "EventPayload",
     "FinalizedWatermark",
+    "FinalizedWatermarkCloudEvent",
     "LicenseMinted",
     "LicenseOfferSet",
     "LicenseRevoked",
@@ -93,13 +98,16 @@ __all__ = [
     "VoteCast",
     "Withdrawn",
     "encode_chain_message",
+    "encode_watermark_message",
     "event_id",
     "kafka_key",
     "parse_chain_message",
+    "parse_watermark_message",
 ]
 
-CHAIN_EVENT_TYPE = "ai.royalty.chain.v1"
-CHAIN_RETRACTION_TYPE = "ai.royalty.chain.retraction.v1"
+CHAIN_EVENT_TYPE: Final = "ai.royalty.chain.v1"
+CHAIN_RETRACTION_TYPE: Final = "ai.royalty.chain.retraction.v1"
+CHAIN_WATERMARK_TYPE: Final = "ai.royalty.chain.finalized.v1"
 
 
 class ChainPosition(NamedTuple):
@@ -190,13 +198,19 @@ class ChainCloudEvent(Record):
     @classmethod
     def wrap(cls, event: ChainEvent) -> ChainCloudEvent:
         """The CloudEvent announcing (or, when `event.removed`, retracting) `event`."""
-        return cls(
-            specversion=SPECVERSION,
+        # `event` is a validated `ChainEvent` and every attribute below is derived from it
+        # exactly as `_consistent_with_data` requires, so validating again would only repeat
+        # work: the indexer wraps every event it commits, and this was a large share of a
+        # backfill. Parsing (`parse_chain_message`) validates everything, as always.
+        if not isinstance(event, ChainEvent):
+            raise TypeError(f"expected a ChainEvent, got {type(event).__name__}")
+        return cls.model_construct(
+            specversion="1.0",
             id=event.event_id,
             source=f"eip155:{event.chain_id}:{event.contract}",
             type=CHAIN_RETRACTION_TYPE if event.removed else CHAIN_EVENT_TYPE,
             time=from_unix_seconds(event.block_timestamp),
-            datacontenttype=JSON_CONTENT_TYPE,
+            datacontenttype="application/json",
             subject=event.kind,
             data=event,
         )
@@ -222,9 +236,63 @@ class FinalizedWatermark(Record):
     block_timestamp: Uint64
 
 
-def kafka_key(message: ChainCloudEvent) -> bytes:
-    """The Kafka key of a `chain` topic message: the chain id in decimal ASCII."""
-    return str(message.data.chain_id).encode("ascii")
+def watermark_id(watermark: FinalizedWatermark) -> str:
+    """The CloudEvent id of a watermark: ``f"{chain_id}:{block_hash}"``, the finalized block."""
+    return f"{watermark.chain_id}:{watermark.block_hash}"
+
+
+class FinalizedWatermarkCloudEvent(Record):
+    """A `FinalizedWatermark` as a CloudEvent on the `chain` topic.
+
+    `id` is the finalized block (`chain_id:block_hash`), `time` its block time, `source` the
+    chain as a CAIP-2 id (`eip155:<chain id>`) and `subject` the block number, so a re-sent
+    watermark dedupes on `(type, id)` like any chain event.
+    """
+
+    specversion: Literal["1.0"]
+    id: EventId
+    source: SourceRef
+    type: Literal["ai.royalty.chain.finalized.v1"]
+    time: UtcDatetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    subject: str | None = None
+    data: FinalizedWatermark
+
+    @classmethod
+    def wrap(cls, watermark: FinalizedWatermark) -> FinalizedWatermarkCloudEvent:
+        """The CloudEvent announcing `watermark`."""
+        return cls(
+            specversion=SPECVERSION,
+            id=watermark_id(watermark),
+            source=f"eip155:{watermark.chain_id}",
+            type=CHAIN_WATERMARK_TYPE,
+            time=from_unix_seconds(watermark.block_timestamp),
+            datacontenttype=JSON_CONTENT_TYPE,
+            subject=str(watermark.block_number),
+            data=watermark,
+        )
+
+    @model_validator(mode="after")
+    def _consistent_with_data(self) -> FinalizedWatermarkCloudEvent:
+        if self.id != watermark_id(self.data):
+            raise ValueError(f"id {self.id!r} is not the watermark's {watermark_id(self.data)!r}")
+        if self.source != f"eip155:{self.data.chain_id}":
+            raise ValueError("source must be the watermark's chain (eip155:<chain id>)")
+        if unix_seconds(self.time) != self.data.block_timestamp:
+            raise ValueError("time must be the block timestamp")
+        return self
+
+
+def kafka_key(message: ChainCloudEvent | FinalizedWatermarkCloudEvent) -> bytes:
+    """The Kafka key of a `chain` topic message, UTF-8.
+
+    A chain event (or its retraction): its event id ``chain_id:block_hash:log_index``, so the
+    retraction goes to the partition of the event it retracts. A watermark: its chain id in
+    decimal (it is sent to every partition explicitly, so its key routes nothing).
+    """
+    if isinstance(message, FinalizedWatermarkCloudEvent):
+        return str(message.data.chain_id).encode("ascii")
+    return message.data.event_id.encode("utf-8")
 
 
 def parse_chain_message(raw: bytes | str) -> ChainCloudEvent:
@@ -234,4 +302,15 @@ def parse_chain_message(raw: bytes | str) -> ChainCloudEvent:
 
 def encode_chain_message(message: ChainCloudEvent) -> bytes:
     """The canonical JSON bytes of a `chain` topic message."""
+    return encode(message)
+
+
+def parse_watermark_message(raw: bytes | str) -> FinalizedWatermarkCloudEvent:
+    """Decode one watermark message of the `chain` topic (`ce_type` header
+    `ai.royalty.chain.finalized.v1`); raise `MalformedEvent` with the reason on any fault."""
+    return decode(FinalizedWatermarkCloudEvent, raw)
+
+
+def encode_watermark_message(message: FinalizedWatermarkCloudEvent) -> bytes:
+    """The canonical JSON bytes of a watermark message."""
     return encode(message)

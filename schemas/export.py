@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from schemas.accrual import Accrual, DeadLetter
-from schemas.chain import ChainCloudEvent, FinalizedWatermark
+from schemas.chain import ChainCloudEvent, FinalizedWatermark, FinalizedWatermarkCloudEvent
 from schemas.epoch import Allocation, Epoch
 from schemas.usage import UsageEvent
 
@@ -26,6 +26,7 @@ SCHEMA_DIR = Path(__file__).parent / "jsonschema"
 PUBLISHED: dict[str, type[BaseModel]] = {
     "usage_event": UsageEvent,
     "chain_event": ChainCloudEvent,
+    "chain_watermark": FinalizedWatermarkCloudEvent,
     "finalized_watermark": FinalizedWatermark,
     "accrual": Accrual,
     "dead_letter": DeadLetter,

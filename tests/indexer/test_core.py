@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 
 from indexer.blocks import BlockHeader, RawLog
 from indexer.decoding import INDEXED_CONTRACTS, LogDecoder, snake_case
+from indexer.lease import Lease, may_take
 from indexer.projections import PROJECTION_TABLES, project
 from indexer.ranges import AdaptiveRange
 from indexer.reorg import BlockRef, common_ancestor, first_broken_link, inconsistent_logs
@@ -116,3 +120,28 @@ def test_projection_rows_carry_the_log_position_and_name_real_tables() -> None:
     assert row.table == "chain_stakes"
     assert set(row.values) == {c.name for c in metadata.tables["chain_stakes"].c}
     assert (row.values["block_number"], row.values["log_index"]) == (7, 3)
+
+
+ME = Lease(owner="me", host="host-a", pid=100, expires_at=0)
+
+
+def _held(**changes: Any) -> Lease:
+    return dataclasses.replace(
+        Lease(owner="other", host="host-a", pid=200, expires_at=1_000), **changes
+    )
+
+
+@pytest.mark.parametrize(
+    ("held", "alive", "allowed"),
+    [
+        (None, True, True),  # nobody holds it
+        (_held(owner="me"), True, True),  # ours
+        (_held(expires_at=999), True, True),  # expired
+        (_held(), True, False),  # live holder on this host
+        (_held(), False, True),  # its process died on this host
+        (_held(host="host-b"), False, False),  # another host: only expiry frees it
+        (_held(pid=100), False, False),  # same pid, another follower of this process
+    ],
+)
+def test_who_may_take_the_lease(held: Lease | None, alive: bool, allowed: bool) -> None:
+    assert may_take(held, ME, now=999.5, alive=lambda _pid: alive) is allowed

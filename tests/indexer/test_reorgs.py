@@ -5,11 +5,17 @@ published from an orphaned block was retracted."""
 from __future__ import annotations
 
 import json
+import uuid
+from collections import defaultdict
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
-from indexer.messages import CHAIN_EVENT_TYPE, CHAIN_RETRACTION_TYPE
-from indexer.publisher import MemoryChainPublisher
+from deploy.local import KafkaBroker
+from indexer.messages import CHAIN_EVENT_TYPE, CHAIN_RETRACTION_TYPE, TYPE_HEADER
+from indexer.publisher import KafkaChainConfig, KafkaChainPublisher, MemoryChainPublisher
+from schemas.chain import CHAIN_WATERMARK_TYPE, parse_chain_message, parse_watermark_message
 from settlement.chain import System
 from tests.contracts.contract_helpers import ChainHarness
 from tests.indexer.support import (
@@ -124,3 +130,77 @@ def test_snapshot_revert_to_a_shorter_or_longer_chain(
     assert any(s.kind == "reorg" for s in steps)
     assert table_rows(migrated_url) == fresh_index(system, chain.anvil.rpc_url, sqlite_migrated)
     follower.engine.dispose()
+
+
+def _read_topic(broker: KafkaBroker, topic: str) -> list[ConsumerRecord]:
+    """Every record of `topic` (all partitions, up to their end offsets now)."""
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        while any(consumer.position(p) < ends[p] for p in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def test_reorg_retractions_reach_kafka(
+    ix_system: System, ix_chain: ChainHarness, sqlite_migrated: str, kafka_broker: KafkaBroker
+) -> None:
+    """On a real broker: every event of an orphaned block is retracted on the `chain` topic,
+    keyed and partitioned like the event, after it; survivors are never retracted."""
+    system, chain, a = ix_system, ix_chain, ix_chain.actors
+    license_id = _base(system, chain)
+    topic = f"chain-reorg-{uuid.uuid4().hex[:8]}"
+    publisher = KafkaChainPublisher(
+        KafkaChainConfig(bootstrap_servers=kafka_broker.bootstrap_servers, topic=topic)
+    )
+    follower = make_follower(
+        system, [chain.anvil.rpc_url], sqlite_migrated, confirmations=3, publisher=publisher
+    )
+    try:
+        index_to_head(follower)
+        _doomed_blocks(system, chain, license_id, 3)
+        index_to_head(follower)
+        chain.anvil.rpc("anvil_reorg", [3, [[_stake_request(system, a.carol.address, 7), 0]]])
+        steps = index_to_head(follower)
+    finally:
+        publisher.close()
+        follower.engine.dispose()
+    assert any(s.kind == "reorg" for s in steps)
+    final_ids = set(column(table_rows(sqlite_migrated)["chain_events"], "event_id"))
+
+    announced: dict[str, tuple[int, int]] = {}
+    retracted: dict[str, tuple[int, int]] = {}
+    watermarks: dict[int, int] = defaultdict(int)
+    for record in _read_topic(kafka_broker, topic):
+        kind = dict(record.headers)[TYPE_HEADER].decode()
+        where = (record.partition, record.offset)
+        if kind == CHAIN_WATERMARK_TYPE:
+            parse_watermark_message(record.value)
+            watermarks[record.partition] += 1
+            continue
+        message = parse_chain_message(record.value)
+        assert message.type == kind
+        assert record.key.decode() == message.id == message.data.event_id
+        if kind == CHAIN_EVENT_TYPE:
+            announced.setdefault(message.id, where)
+        else:
+            assert kind == CHAIN_RETRACTION_TYPE
+            assert message.data.removed is True
+            retracted[message.id] = where
+    orphaned = set(announced) - final_ids
+    assert len(orphaned) >= 3  # the transfer and the stakes of the three replaced blocks
+    assert set(retracted) == orphaned
+    for event_id in orphaned:
+        event_partition, event_offset = announced[event_id]
+        partition, offset = retracted[event_id]
+        assert partition == event_partition
+        assert offset > event_offset
+    assert final_ids <= set(announced)
+    assert len(watermarks) == 3  # broadcast: every partition got the watermarks

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from schemas.chain import (
     CHAIN_EVENT_TYPE,
     CHAIN_RETRACTION_TYPE,
+    CHAIN_WATERMARK_TYPE,
     PAYLOAD_MODELS,
     SOLIDITY_EVENTS,
     ChainCloudEvent,
@@ -20,12 +21,15 @@ from schemas.chain import (
     ChainPosition,
     Claimed,
     FinalizedWatermark,
+    FinalizedWatermarkCloudEvent,
     ModelRegistered,
     PolicySet,
     VoteCast,
     encode_chain_message,
+    encode_watermark_message,
     kafka_key,
     parse_chain_message,
+    parse_watermark_message,
 )
 from schemas.errors import MalformedEvent
 from tests.schemas.schema_factories import (
@@ -117,7 +121,8 @@ def test_retraction_is_its_own_cloud_event_type() -> None:
     assert retract.data.removed is True
     assert announce.source == f"eip155:31337:{OPERATOR}"
     assert announce.subject == "ModelRegistered"
-    assert kafka_key(announce) == b"31337"
+    # Keyed by the event id, so the retraction follows the event into its partition.
+    assert kafka_key(announce) == kafka_key(retract) == f"31337:{BLOCK_HASH}:3".encode()
 
 
 @pytest.mark.parametrize(
@@ -225,3 +230,39 @@ def test_finalized_watermark_round_trips() -> None:
     assert FinalizedWatermark.model_validate_json(mark.model_dump_json()) == mark
     with pytest.raises(ValidationError):
         FinalizedWatermark(chain_id=1, block_number=1, block_hash="0x", block_timestamp=0)
+
+
+def _watermark() -> FinalizedWatermark:
+    return FinalizedWatermark(
+        chain_id=31337, block_number=100, block_hash=BLOCK_HASH, block_timestamp=1714564800
+    )
+
+
+def test_watermark_cloud_event_round_trips() -> None:
+    message = FinalizedWatermarkCloudEvent.wrap(_watermark())
+    assert message.type == CHAIN_WATERMARK_TYPE
+    assert message.id == f"31337:{BLOCK_HASH}"
+    assert message.source == "eip155:31337"
+    assert message.subject == "100"
+    assert kafka_key(message) == b"31337"
+    raw = encode_watermark_message(message)
+    assert parse_watermark_message(raw) == message
+    assert json.loads(raw)["time"] == "2024-05-01T12:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"id": "31337:0x00"}, "id"),
+        ({"source": "eip155:1"}, "source"),
+        ({"time": "2024-05-01T12:00:01Z"}, "block timestamp"),
+        ({"type": CHAIN_EVENT_TYPE}, "type"),
+    ],
+)
+def test_inconsistent_watermark_cloud_events_are_malformed(
+    change: dict[str, Any], reason: str
+) -> None:
+    doc = json.loads(encode_watermark_message(FinalizedWatermarkCloudEvent.wrap(_watermark())))
+    with pytest.raises(MalformedEvent) as caught:
+        parse_watermark_message(json.dumps({**doc, **change}))
+    assert reason in caught.value.reason
