@@ -21,6 +21,7 @@ every partition has passed block N are all events up to N known. Pure: no Kafka 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from schemas.chain import (
@@ -101,7 +102,13 @@ class TopicChainView:
 
 
 def _looks_like_watermark(raw: bytes) -> bool:
-    return CHAIN_WATERMARK_TYPE.encode("ascii") in raw[:400]
+    """For messages without a `ce_type` header: read the CloudEvents `type` attribute itself
+    (a substring test could be fooled by a payload string, e.g. a metadata URI)."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("type") == CHAIN_WATERMARK_TYPE
 
 
 def _record(view: MemoryChainView, event: ChainEvent) -> None:

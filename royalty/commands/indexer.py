@@ -19,7 +19,7 @@ import typer
 from sqlalchemy.pool import NullPool
 
 from indexer import metrics
-from indexer.errors import IndexerConfigError
+from indexer.errors import IndexerConfigError, IndexerLeaseHeldError, IndexerLeaseLostError
 from indexer.follower import StepResult
 from indexer.publisher import (
     ChainPublisher,
@@ -147,6 +147,9 @@ def run(
     )
     try:
         follower.run(stop, stop_at_head=stop_at_head, on_step=Progress(progress_interval))
+    except (IndexerLeaseHeldError, IndexerLeaseLostError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from exc
     finally:
         publisher.close()
         engine.dispose()
