@@ -14,7 +14,6 @@ as the gateway, and the answer (202) comes once every event is durable.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +33,7 @@ from metering.errors import (
 from metering.metrics import MeteringMetrics
 from metering.operators import OperatorRecord, OperatorStore
 from metering.signing import KeyRing
-from schemas.codec import canonical_json
+from schemas.codec import canonical_json, strict_json_loads
 from schemas.errors import MalformedEvent
 from schemas.usage import UsageEvent, encode_usage_event, kafka_key, parse_usage_event
 
@@ -128,7 +127,7 @@ def _parse_batch(body: bytes) -> list[Any]:
     if len(body) > MAX_BATCH_BYTES:
         raise PayloadTooLarge(f"batch of {len(body)} bytes exceeds {MAX_BATCH_BYTES}")
     try:
-        items = json.loads(body, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_nan)
+        items = strict_json_loads(body)
     except (ValueError, RecursionError) as exc:
         raise BatchMalformed(f"body is not valid JSON: {exc}") from exc
     if not isinstance(items, list):
@@ -136,19 +135,6 @@ def _parse_batch(body: bytes) -> list[Any]:
     if len(items) > MAX_BATCH_EVENTS:
         raise PayloadTooLarge(f"batch of {len(items)} events exceeds {MAX_BATCH_EVENTS}")
     return items
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-def _no_nan(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 class BatchMalformed(MeteringError):  # noqa: N818 - reads as the fact it reports

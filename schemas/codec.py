@@ -44,9 +44,7 @@ def decode(model: type[ModelT], raw: bytes | str, *, max_bytes: int = MAX_EVENT_
     except UnicodeDecodeError as exc:
         raise MalformedEvent(f"event is not valid UTF-8 (byte {exc.start})") from exc
     try:
-        document = json.loads(
-            text, object_pairs_hook=_without_duplicate_keys, parse_constant=_reject_constant
-        )
+        document = strict_json_loads(text)
     except RecursionError as exc:
         raise MalformedEvent("invalid JSON: nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, over-long integers
@@ -57,6 +55,14 @@ def decode(model: type[ModelT], raw: bytes | str, *, max_bytes: int = MAX_EVENT_
         return model.model_validate(document)
     except ValidationError as exc:
         raise MalformedEvent.from_validation_error(exc) from exc
+
+
+def strict_json_loads(text: str | bytes) -> Any:
+    """`json.loads` that refuses duplicate keys and NaN/Infinity: what every untrusted
+    document on the usage path is parsed with. Raises `ValueError` (or `RecursionError`)."""
+    return json.loads(
+        text, object_pairs_hook=_without_duplicate_keys, parse_constant=_reject_constant
+    )
 
 
 def _without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
