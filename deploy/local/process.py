@@ -100,7 +100,8 @@ class ManagedProcess:
     def wait_ready(self, check: Callable[[], bool], timeout: float, interval: float = 0.1) -> float:
         """Poll `check` until it returns True; return the seconds it took.
 
-        Fails fast, with the end of the log, when the process exits or the time runs out.
+        Fails fast, with the end of the log, when the process exits or the time runs out, or
+        when `check` itself raises `ServiceStartError` (a state that waiting cannot mend).
         """
         started = time.monotonic()
         deadline = started + timeout
@@ -113,7 +114,10 @@ class ManagedProcess:
             try:
                 if check():
                     return time.monotonic() - started
-            except Exception:  # noqa: S110 - any failure of the probe just means "not yet"
+            except ServiceStartError:
+                self.stop()  # the probe found the service broken for good: no point waiting
+                raise
+            except Exception:  # noqa: S110 - any other failure of the probe means "not yet"
                 pass
             if time.monotonic() > deadline:
                 self.stop()

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import sysconfig
+import tempfile
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.local.errors import ServiceStartError
 from deploy.local.process import ManagedProcess, free_port
 from deploy.local.tools import REPO_ROOT
 from deploy.local.triton_models import DOUBLER, ECHO_LM
 
 DEMO_MODELS = (ECHO_LM, DOUBLER)
+
+
+class BrokenModelError(ServiceStartError):
+    """Triton started but a model's request loop is dead (every inference fails with "Event
+    loop is closed"); waiting cannot mend it, so readiness fails at once."""
 
 
 def triton_env() -> dict[str, str]:
@@ -46,6 +54,7 @@ class TritonServer:
     metrics_port: int = field(default_factory=free_port)
     start_timeout: float = 120.0
     _process: ManagedProcess | None = None
+    _workspace: Path | None = None
     startup_seconds: float = 0.0
 
     @property
@@ -61,6 +70,7 @@ class TritonServer:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def start(self) -> TritonServer:
+        """Start Triton and wait until every demo model answers a real inference."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,
@@ -73,7 +83,7 @@ class TritonServer:
             "--metrics-port",
             str(self.metrics_port),
             "--workspace",
-            str(self.workdir / "workspace"),
+            str(self._new_workspace()),
         ]
         self._process = ManagedProcess(
             "triton", argv, self.workdir / "triton.log", env=triton_env()
@@ -91,6 +101,25 @@ class TritonServer:
         self.startup_seconds = self._process.wait_ready(ready, self.start_timeout, interval=0.25)
         return self
 
+    def _new_workspace(self) -> Path:
+        """A fresh, short PyTriton workspace.
+
+        PyTriton binds its model sockets inside the workspace (`ipc://<workspace>/<model>_0_0-
+        server.sock`), and a Unix socket path longer than 107 bytes cannot be bound: under a
+        deep `workdir` (pytest's temp tree) the model's request loop then dies at start and
+        every inference fails with "Event loop is closed". PyTriton also refuses an existing
+        workspace, hence a new one per start.
+        """
+        self._drop_workspace()
+        self._workspace = Path(tempfile.mkdtemp(prefix="rt-"))
+        shutil.rmtree(self._workspace)  # PyTriton creates it itself
+        return self._workspace
+
+    def _drop_workspace(self) -> None:
+        if self._workspace is not None:
+            shutil.rmtree(self._workspace, ignore_errors=True)
+            self._workspace = None
+
     def _warm_up(self) -> bool:
         """One real inference per demo model: "ready" must mean it answers, not only that the
         model is loaded (PyTriton's proxy can still be wiring itself up at that point)."""
@@ -101,10 +130,15 @@ class TritonServer:
         try:
             prompt = httpclient.InferInput("prompt", [1, 1], "BYTES")
             prompt.set_data_from_numpy(np.array([[b"warm up"]], dtype=np.object_))
-            client.infer(ECHO_LM, [prompt])
             x = httpclient.InferInput("x", [1, 1], "FP32")
             x.set_data_from_numpy(np.zeros((1, 1), dtype=np.float32))
-            client.infer(DOUBLER, [x])
+            for model, inputs in ((ECHO_LM, [prompt]), (DOUBLER, [x])):
+                try:
+                    client.infer(model, inputs)
+                except Exception as exc:
+                    if "Event loop is closed" in str(exc):
+                        raise BrokenModelError(f"{model} came up broken: {exc}") from exc
+                    raise
         finally:
             client.close()
         return True
@@ -112,10 +146,16 @@ class TritonServer:
     def stop(self) -> None:
         if self._process is not None:
             self._process.stop(timeout=20)
+        self._drop_workspace()
 
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports (clients keep their URLs)."""
+        self.stop()
+        self.start()
 
     def running(self) -> bool:
         return self._process is not None and self._process.running()

@@ -168,7 +168,11 @@ def _pin_next_block_to_now(world: DemoWorld) -> None:
 
 
 def _drive_traffic(
-    gateway: str, world: DemoWorld, keys: dict[int, str], rounds: int, report: DemoReport
+    gateway: str,
+    world: DemoWorld,
+    keys: dict[int, str],
+    rounds: int,
+    report: DemoReport,
 ) -> None:
     revoked = world.licenses[4]
     for r in range(rounds):

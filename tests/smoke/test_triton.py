@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,3 +53,18 @@ def test_metrics_count_inferences(triton_server: TritonServer) -> None:
         text = resp.read().decode()
     lines = [ln for ln in text.splitlines() if ln.startswith("nv_inference_request_success{")]
     assert any('model="doubler"' in ln and float(ln.rsplit(" ", 1)[1]) >= 1 for ln in lines)
+
+
+@pytest.mark.slow
+def test_deep_working_directory_still_serves(tmp_path: Path) -> None:
+    """Unix socket paths are limited to 107 bytes: PyTriton's model sockets must not live
+    under a deep working directory, or every inference fails with "Event loop is closed"."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    server = TritonServer(deep).start()  # readiness includes one inference per model
+    try:
+        client = httpclient.InferenceServerClient(server.http_url)
+        x = httpclient.InferInput("x", [1, 2], "FP32")
+        x.set_data_from_numpy(np.ones((1, 2), dtype=np.float32))
+        np.testing.assert_array_equal(client.infer("doubler", [x]).as_numpy("y"), [[2.0, 2.0]])
+    finally:
+        server.stop()
