@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +29,8 @@ def metered_triton(node: MeteringNode) -> Iterator[str]:
     """A PyTriton server whose echo-lm meters itself; yields its HTTP base URL."""
     ports = [free_port() for _ in range(3)]
     env = {**triton_env(), **node.environment()}
+    # Short path: PyTriton binds Unix sockets in its workspace (107-byte limit).
+    scratch = Path(tempfile.mkdtemp(prefix="rt-"))
     process = ManagedProcess(
         "pytriton-metered",
         [
@@ -35,7 +39,7 @@ def metered_triton(node: MeteringNode) -> Iterator[str]:
             "--http-port", str(ports[0]),
             "--grpc-port", str(ports[1]),
             "--metrics-port", str(ports[2]),
-            "--workspace", str(node.root / "workspace"),
+            "--workspace", str(scratch / "ws"),
             "--spool-dir", str(node.root / "spool-model"),
         ],
         node.root / "pytriton.log",
@@ -53,6 +57,7 @@ def metered_triton(node: MeteringNode) -> Iterator[str]:
         yield url
     finally:
         process.stop(timeout=30)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.mark.kafka
