@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import queue
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,23 +21,13 @@ from itertools import islice
 from sqlalchemy.engine import Connection, Engine
 
 from metering.signing import KeyRing
-from schemas.accrual import Accrual, DeadLetter, RejectReason
-from schemas.usage import UsageEvent
-from stream.dedupe import BatchDedupe
 from stream.epochs import EpochClock
 from stream.errors import HoldBufferFull
-from stream.join import Accepted, Held, Rejected, join, parse, signature_verdict
+from stream.partition_batch import Message, decide_partition_batch
 from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrualStore
 from stream.sqlalchemy_chain_state import SqlAlchemyChainView
 
 DEFAULT_COMPONENT = "stream.join"
-
-Message = tuple[int, bytes]
-"""One input message: its offset (strictly increasing) and its raw bytes."""
-
-# Rejections decided before chain state: the event's id is not claimed by them (a forged copy
-# must not block the genuine event; a duplicate is the repeat of a decided one).
-_PRE_CHAIN = frozenset({RejectReason.MALFORMED, RejectReason.BAD_SIGNATURE, RejectReason.DUPLICATE})
 
 
 @dataclass
@@ -48,14 +39,6 @@ class BatchResult:
     rejected: dict[str, int] = field(default_factory=dict)
     held: int = 0
     offset: int = -1
-
-
-@dataclass
-class _Outputs:
-    usage: list[tuple[UsageEvent, datetime]] = field(default_factory=list)
-    accruals: list[Accrual] = field(default_factory=list)
-    letters: list[DeadLetter] = field(default_factory=list)
-    held: list[tuple[int, str]] = field(default_factory=list)
 
 
 class EmbeddedJoinRunner:
@@ -151,57 +134,25 @@ class EmbeddedJoinRunner:
             return self._decide(connection, batch)
 
     def _decide(self, connection: Connection, batch: list[Message]) -> BatchResult:
-        store = SqlAlchemyAccrualStore(connection)
-        position, version = store.load_position(self.component)
-        fresh = [m for m in batch if m[0] > position.offset]
-        inputs: list[tuple[int, bytes | str]] = [*position.held, *fresh]
-        received_at = self.now()
-        parsed = [(offset, raw, parse(raw)) for offset, raw in inputs]
-        ids = [p.id for _, _, p in parsed if isinstance(p, UsageEvent)]
-        dedupe = BatchDedupe(store, ids)
-        state = SqlAlchemyChainView(connection, self.chain_id)
-        min_epoch = self.min_epoch(connection)
-        out = _Outputs()
-        result = BatchResult(consumed=len(fresh))
-        for offset, raw, item in parsed:
-            if isinstance(item, Rejected):
-                decision: Accepted | Rejected | Held = item
-            else:
-                decision = join(
-                    item,
-                    signature_error=signature_verdict(self.key_ring, item),
-                    seen=dedupe.seen(item.id),
-                    state=state,
-                    clock=self.clock,
-                    min_epoch=min_epoch,
-                )
-            if isinstance(decision, Held):
-                text = raw if isinstance(raw, str) else raw.decode("utf-8")
-                out.held.append((offset, text))
-                continue
-            if isinstance(decision, Accepted):
-                out.accruals.append(decision.accrual)
-                result.accrued += 1
-                decided: UsageEvent | None = decision.event
-            else:
-                out.letters.append(decision.dead_letter(raw, received_at))
-                reason = decision.reason.value
-                result.rejected[reason] = result.rejected.get(reason, 0) + 1
-                decided = None if decision.reason in _PRE_CHAIN else decision.event
-            if decided is not None:
-                # Decided on chain state: this id is now taken, billed or not.
-                dedupe.mark(decided.id)
-                out.usage.append((decided, received_at))
-        store.add_usage(out.usage)
-        store.add_accruals(out.accruals)
-        store.add_dead_letters(out.letters)
-        last = fresh[-1][0] if fresh else position.offset
-        new_position = JoinPosition(offset=last, held=tuple(out.held))
-        store.save_position(self.component, new_position, version, received_at)
-        result.held = len(out.held)
-        result.offset = last
-        self.held_count = len(out.held)
-        return result
+        outcome = decide_partition_batch(
+            connection,
+            self.component,
+            batch,
+            state=SqlAlchemyChainView(connection, self.chain_id),
+            key_ring=self.key_ring,
+            clock=self.clock,
+            received_at=self.now(),
+            min_epoch=self.min_epoch(connection),
+        )
+        rejected = Counter(letter.reason.value for letter in outcome.letters)
+        self.held_count = len(outcome.position.held)
+        return BatchResult(
+            consumed=outcome.consumed,
+            accrued=len(outcome.accruals),
+            rejected=dict(rejected),
+            held=self.held_count,
+            offset=outcome.position.offset,
+        )
 
 
 def numbered(messages: Iterable[bytes], start: int = 0) -> Iterator[Message]:

@@ -1,8 +1,8 @@
 """One batch of one usage partition, decided and written inside the caller's transaction.
 
-The stream worker's unit of work, the same as the embedded runner's (`stream.embedded`), with
-the chain state passed in (the worker's `TopicChainView`, folded from the `chain` topic) rather
-than read from the indexer's tables. Every decision is `stream.join`'s; this module only
+The unit of work of both the stream worker (`stream.app`, chain state folded from the `chain`
+topic) and the embedded runner (`stream.embedded`, chain state read from the indexer's tables):
+the chain state is passed in. Every decision is `stream.join`'s; this module only
 orders the steps: load the partition's checkpoint (last offset, held events), skip what it
 already covers, decide held + fresh messages, write usage ids, accruals, dead letters and the
 new checkpoint through `SqlAlchemyAccrualStore`. The caller commits, so outputs and checkpoint
@@ -26,10 +26,10 @@ from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrua
 from stream.state import ChainView
 
 Message = tuple[int, bytes]
-"""One usage message: its partition offset and its raw bytes."""
+"""One usage message: its offset (strictly increasing) and its raw bytes."""
 
 # Rejections decided before chain state do not claim the event's id (a forged copy must not
-# block the genuine event; a duplicate repeats a decided one). As in `stream.embedded`.
+# block the genuine event; a duplicate repeats a decided one).
 _PRE_CHAIN = frozenset({RejectReason.MALFORMED, RejectReason.BAD_SIGNATURE, RejectReason.DUPLICATE})
 
 
