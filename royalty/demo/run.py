@@ -157,18 +157,16 @@ def _infer(gateway: str, lic: DemoLicense, api_key: str, prompt: str) -> None:
     client.close()
 
 
-def _pin_next_block_to_now(world: DemoWorld) -> None:
+def _pin_next_block_to_now(chain: Anvil, world: DemoWorld) -> None:
     """Give the next block the wall-clock time, which usage events are timed by."""
     now = int(time.time())
     if now > world.client.latest_timestamp():
-        world.client.w3.provider.make_request(
-            "evm_setNextBlockTimestamp",  # type: ignore[arg-type]
-            [now],
-        )
+        chain.rpc("evm_setNextBlockTimestamp", [now])
 
 
 def _drive_traffic(
     gateway: str,
+    chain: Anvil,
     world: DemoWorld,
     keys: dict[int, str],
     rounds: int,
@@ -180,7 +178,7 @@ def _drive_traffic(
             # The operator revokes bob's doubler license mid-traffic. The gateway still serves
             # it (its API key is valid); the join bills only the usage before the revocation.
             time.sleep(1.0)  # usage before and after the revocation in different seconds
-            _pin_next_block_to_now(world)
+            _pin_next_block_to_now(chain, world)
             world.system.license_nft.revoke(revoked.model.operator, revoked.license_id)
             time.sleep(1.0)
         for lic in world.licenses:
@@ -398,7 +396,7 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
             console.status("inference traffic through the metering gateway"),
             _GatewayThread(settings) as gateway,
         ):
-            _drive_traffic(gateway.url, world, keys, rounds, report)
+            _drive_traffic(gateway.url, chain, world, keys, rounds, report)
         report.step(f"{sum(report.inferences.values())} inferences metered", t)
 
         t = time.monotonic()
