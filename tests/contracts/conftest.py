@@ -14,40 +14,33 @@ import pytest
 from deploy.local import Anvil
 from settlement.chain import (
     ChainClient,
-    DeploymentConfig,
     System,
     demo_token,
-    deploy_system,
-    dev_account,
 )
 from settlement.chain.tokens import MintableToken
-from tests.contracts.contract_helpers import TEST_CONFIG, Actors, ChainHarness
+from tests.contracts.contract_helpers import (
+    Actors,
+    ChainHarness,
+    connect_fast,
+    deploy_test_system,
+    dev_actors,
+)
 
 
 @pytest.fixture(scope="session")
 def actors() -> Actors:
-    names = Actors.__dataclass_fields__
-    return Actors(*(dev_account(i) for i in range(len(names))))
+    return dev_actors()
 
 
 @pytest.fixture(scope="session")
 def session_client(anvil_chain: Anvil) -> ChainClient:
-    client = ChainClient.connect(anvil_chain.rpc_url)
-    client.poll_latency_s = 0.005
-    return client
+    return connect_fast(anvil_chain.rpc_url)
 
 
 @pytest.fixture(scope="session")
 def session_system(session_client: ChainClient, actors: Actors) -> System:
     """The system, deployed once per session with `TEST_CONFIG`."""
-    config = DeploymentConfig(
-        settler=actors.settler.address,
-        guardian=actors.guardian.address,
-        treasury=actors.treasury.address,
-        **TEST_CONFIG,  # type: ignore[arg-type]
-    )
-    manifest = deploy_system(session_client, actors.deployer, config)
-    return System.connect(session_client, manifest)
+    return deploy_test_system(session_client, actors)
 
 
 @pytest.fixture

@@ -17,7 +17,15 @@ from web3.exceptions import ContractLogicError
 from web3.types import TxReceipt
 
 from deploy.local import Anvil
-from settlement.chain import ChainClient, Claim, ContractRevertError
+from settlement.chain import (
+    ChainClient,
+    Claim,
+    ContractRevertError,
+    DeploymentConfig,
+    System,
+    deploy_system,
+    dev_account,
+)
 from settlement.chain.base import BoundContract
 from settlement.chain.reverts import to_revert_error
 from settlement.chain.tokens import MintableToken
@@ -50,6 +58,29 @@ class Actors:
     bob: LocalAccount
     carol: LocalAccount
     mallory: LocalAccount
+
+
+def dev_actors() -> Actors:
+    """The actors, from anvil's development accounts in field order."""
+    return Actors(*(dev_account(i) for i in range(len(Actors.__dataclass_fields__))))
+
+
+def connect_fast(rpc_url: str) -> ChainClient:
+    """A client polling receipts every 5 ms (anvil mines at once)."""
+    client = ChainClient.connect(rpc_url)
+    client.poll_latency_s = 0.005
+    return client
+
+
+def deploy_test_system(client: ChainClient, actors: Actors) -> System:
+    """The whole system deployed with `TEST_CONFIG` (short governance periods)."""
+    config = DeploymentConfig(
+        settler=actors.settler.address,
+        guardian=actors.guardian.address,
+        treasury=actors.treasury.address,
+        **TEST_CONFIG,  # type: ignore[arg-type]
+    )
+    return System.connect(client, deploy_system(client, actors.deployer, config))
 
 
 @dataclass

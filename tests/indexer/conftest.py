@@ -14,8 +14,14 @@ import pytest
 
 from deploy.local import Anvil
 from schemas import migrate
-from settlement.chain import ChainClient, DeploymentConfig, System, deploy_system, dev_account
-from tests.contracts.contract_helpers import TEST_CONFIG, Actors, ChainHarness
+from settlement.chain import System
+from tests.contracts.contract_helpers import (
+    Actors,
+    ChainHarness,
+    connect_fast,
+    deploy_test_system,
+    dev_actors,
+)
 
 
 @pytest.fixture(scope="session")
@@ -28,22 +34,13 @@ def ix_anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Anvil]:
 
 @pytest.fixture(scope="session")
 def ix_actors() -> Actors:
-    return Actors(*(dev_account(i) for i in range(len(Actors.__dataclass_fields__))))
+    return dev_actors()
 
 
 @pytest.fixture(scope="session")
 def ix_system(ix_anvil: Anvil, ix_actors: Actors) -> System:
     """The system deployed once on the indexer anvil."""
-    client = ChainClient.connect(ix_anvil.rpc_url)
-    client.poll_latency_s = 0.005
-    config = DeploymentConfig(
-        settler=ix_actors.settler.address,
-        guardian=ix_actors.guardian.address,
-        treasury=ix_actors.treasury.address,
-        **TEST_CONFIG,  # type: ignore[arg-type]
-    )
-    manifest = deploy_system(client, ix_actors.deployer, config)
-    return System.connect(client, manifest)
+    return deploy_test_system(connect_fast(ix_anvil.rpc_url), ix_actors)
 
 
 @pytest.fixture

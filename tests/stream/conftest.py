@@ -9,27 +9,25 @@ import pytest
 
 from deploy.local import Anvil
 from schemas import migrate
-from settlement.chain import ChainClient, DeploymentConfig, System, deploy_system, dev_account
-from tests.contracts.contract_helpers import TEST_CONFIG, Actors, ChainHarness
+from settlement.chain import System
+from tests.contracts.contract_helpers import (
+    Actors,
+    ChainHarness,
+    connect_fast,
+    deploy_test_system,
+    dev_actors,
+)
 
 
 @pytest.fixture(scope="session")
 def st_actors() -> Actors:
-    return Actors(*(dev_account(i) for i in range(len(Actors.__dataclass_fields__))))
+    return dev_actors()
 
 
 @pytest.fixture(scope="session")
 def st_system(anvil_chain: Anvil, st_actors: Actors) -> System:
     """The system deployed once on the session anvil for the stream tests."""
-    client = ChainClient.connect(anvil_chain.rpc_url)
-    client.poll_latency_s = 0.005
-    config = DeploymentConfig(
-        settler=st_actors.settler.address,
-        guardian=st_actors.guardian.address,
-        treasury=st_actors.treasury.address,
-        **TEST_CONFIG,  # type: ignore[arg-type]
-    )
-    return System.connect(client, deploy_system(client, st_actors.deployer, config))
+    return deploy_test_system(connect_fast(anvil_chain.rpc_url), st_actors)
 
 
 @pytest.fixture
