@@ -12,8 +12,11 @@ from royalty.commands import gateway as gateway_cmd
 from royalty.commands import indexer as indexer_cmd
 from royalty.commands import schemas as schemas_cmd
 from royalty.commands import stack as stack_cmd
+from royalty.commands.api import api
 from royalty.commands.demo import demo
-from royalty.commands.placeholder import not_yet
+from royalty.commands.settle import settle
+from royalty.commands.status import status
+from royalty.commands.verify import verify
 from royalty.commands.worker import worker
 
 app = typer.Typer(
@@ -33,30 +36,10 @@ app.command()(gateway_cmd.reconcile)
 app.command()(demo)
 app.command()(worker)
 app.command()(deploy_cmd.deploy)
-
-
-@app.command()
-def settle() -> None:
-    """Close epochs, compute distributions and commit them on-chain."""
-    not_yet("settle", "settlement")
-
-
-@app.command()
-def verify() -> None:
-    """Recompute an epoch from public inputs and check it against the chain."""
-    not_yet("verify", "settlement")
-
-
-@app.command()
-def api() -> None:
-    """Serve the public and claims API."""
-    not_yet("api", "settlement API")
-
-
-@app.command()
-def status() -> None:
-    """Lag, watermarks, open epochs, spool depth and dead letters of every component."""
-    not_yet("status", "operations")
+app.command()(settle)
+app.command()(verify)
+app.command()(api)
+app.command()(status)
 
 
 def main() -> None:

@@ -39,6 +39,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,8 +175,21 @@ class KafkaJoinWorker:
             group_instance_id=c.instance_id,
             session_timeout_ms=c.session_timeout_ms,
             heartbeat_interval_ms=max(1000, c.session_timeout_ms // 4),
+            # A group joined before the topic's metadata arrived is assigned nothing, and
+            # rejoins only at the next metadata refresh: keep that refresh short.
+            metadata_max_age_ms=5_000,
         )
+        self._wait_for_partitions(self._usage, c.usage_topic)
         self._usage.subscribe([c.usage_topic], listener=_SeekToCheckpoint(self))
+
+    @staticmethod
+    def _wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30) -> None:
+        """Block until `consumer` knows `topic`'s partitions, so the first join assigns them."""
+        deadline = time.monotonic() + timeout_s
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {topic!r} has no partition metadata after {timeout_s}s")
+            time.sleep(0.1)
 
     def close(self) -> None:
         """Leave the group and release connections."""

@@ -8,7 +8,13 @@ of `schemas.migrations` (`schemas.migrate.upgrade`), never by `metadata.create_a
 
 from schemas.tables.chain import ChainBlockRow, ChainEventRow
 from schemas.tables.checkpoints import CheckpointRow
-from schemas.tables.epochs import EpochAllocationRow, EpochRow, RecipientCarryRow
+from schemas.tables.epochs import (
+    ApiKeyRow,
+    EpochAllocationRow,
+    EpochRow,
+    RecipientCarryRow,
+    SettlementTxRow,
+)
 from schemas.tables.projections import (
     ChainOutboxRow,
     ClaimRow,
@@ -44,6 +50,7 @@ from schemas.tables.usage import AccrualRow, DeadLetterRow, UsageEventRow
 __all__ = [
     "NAMING_CONVENTION",
     "AccrualRow",
+    "ApiKeyRow",
     "Base",
     "ChainBlockRow",
     "ChainEventRow",
@@ -69,6 +76,7 @@ __all__ = [
     "ProposalTransitionRow",
     "RawLogRow",
     "RecipientCarryRow",
+    "SettlementTxRow",
     "StakeChangeRow",
     "StakeWithdrawalRow",
     "TreasuryRow",

@@ -52,6 +52,7 @@ class AccrualRow(Base):
             "state_log_index",
         ),
         Index("ix_accruals_license_id", "license_id"),
+        Index("ix_accruals_settled_epoch", "settled_epoch"),
         Index("ix_accruals_payer", "payer"),
         CheckConstraint("operator_bps + treasury_bps + contributors_bps = 10000", name="bps_total"),
     )
@@ -72,6 +73,11 @@ class AccrualRow(Base):
     operator_bps: Mapped[int] = mapped_column(Integer)
     treasury_bps: Mapped[int] = mapped_column(Integer)
     contributors_bps: Mapped[int] = mapped_column(Integer)
+    settled_epoch: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """The epoch whose distribution bills this accrual, set by the settler in the transaction
+    that computes that epoch (NULL until then). Usually `epoch`; a later one for an accrual
+    committed after its own epoch was computed (a late event, billed in the next epoch
+    computed, priced at its own time). Never changes once set."""
 
 
 _REASONS = ", ".join(f"'{reason.value}'" for reason in RejectReason)

@@ -175,6 +175,7 @@ class SqlAlchemyAccrualStore:
         for row in rows:
             doc = dict(row._mapping)
             doc.pop("id")
+            doc.pop("settled_epoch")
             doc["state_interval"] = ChainPosition(
                 doc.pop("state_block_number"), doc.pop("state_log_index")
             )
