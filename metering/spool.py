@@ -347,3 +347,42 @@ class FileSpool:
             with contextlib.suppress(OSError):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
                 os.close(self._lock_fd)
+
+
+@dataclass(frozen=True)
+class SpoolDepth:
+    """What a spool holds that Kafka has not acked, read without taking the spool's lock."""
+
+    pending_records: int
+    pending_bytes: int
+    segments: int
+
+
+def inspect_spool(directory: Path) -> SpoolDepth:
+    """The depth of the spool in `directory`, read-only (safe while a gateway owns it).
+
+    Nothing is truncated or deleted: a torn tail is simply not counted. A missing directory
+    is an empty spool.
+    """
+    if not directory.is_dir():
+        return SpoolDepth(0, 0, 0)
+    segments = sorted(
+        int(p.name[: -len(_SEGMENT_SUFFIX)])
+        for p in directory.glob(f"*{_SEGMENT_SUFFIX}")
+        if p.name[: -len(_SEGMENT_SUFFIX)].isdigit()
+    )
+    cursor = Position(segments[0], 0) if segments else Position(1, 0)
+    with contextlib.suppress(ValueError, KeyError, TypeError, OSError):
+        doc = json.loads((directory / _CURSOR).read_text())
+        cursor = max(cursor, Position(int(doc["segment"]), int(doc["offset"])))
+    records = size = 0
+    for number in (n for n in segments if n >= cursor.segment):
+        try:
+            data = (directory / _segment_name(number)).read_bytes()
+        except FileNotFoundError:  # acked and deleted while we looked
+            continue
+        start = cursor.offset if number == cursor.segment else 0
+        result = scan(data, min(start, len(data)))
+        records += len(result.records)
+        size += max(0, result.good_end - start)
+    return SpoolDepth(records, size, len(segments))

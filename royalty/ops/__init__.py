@@ -1,0 +1,1 @@
+"""Operations: status, dashboards and run-time checks of a deployment."""
