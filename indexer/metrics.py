@@ -11,58 +11,58 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 BLOCKS = Counter(
-    "indexer_blocks_total", "Blocks indexed (committed with their events).", registry=REGISTRY
+    "royalty_indexer_blocks_total", "Blocks indexed (committed with their events).", registry=REGISTRY
 )
 EVENTS = Counter(
-    "indexer_events_total", "Chain events committed, by kind.", ["kind"], registry=REGISTRY
+    "royalty_indexer_events_total", "Chain events committed, by kind.", ["kind"], registry=REGISTRY
 )
 RAW_LOGS = Counter(
-    "indexer_raw_logs_total",
+    "royalty_indexer_raw_logs_total",
     "Logs of indexed contracts kept undecoded, by reason.",
     ["reason"],
     registry=REGISTRY,
 )
-REORGS = Counter("indexer_reorgs_total", "Reorgs rolled back.", registry=REGISTRY)
+REORGS = Counter("royalty_indexer_reorgs_total", "Reorgs rolled back.", registry=REGISTRY)
 REORG_DEPTH = Histogram(
-    "indexer_reorg_depth_blocks",
+    "royalty_indexer_reorg_depth_blocks",
     "Blocks rolled back per reorg.",
     buckets=(1, 2, 3, 5, 8, 13, 21, 64, 256),
     registry=REGISTRY,
 )
-RETRACTIONS = Counter("indexer_retractions_total", "Events retracted by reorgs.", registry=REGISTRY)
-HEAD = Gauge("indexer_chain_head_block", "Latest block of the chain.", registry=REGISTRY)
-INDEXED = Gauge("indexer_indexed_block", "Last block indexed.", registry=REGISTRY)
-LAG = Gauge("indexer_lag_blocks", "Chain head minus the last indexed block.", registry=REGISTRY)
+RETRACTIONS = Counter("royalty_indexer_retractions_total", "Events retracted by reorgs.", registry=REGISTRY)
+HEAD = Gauge("royalty_indexer_chain_head_block", "Latest block of the chain.", registry=REGISTRY)
+INDEXED = Gauge("royalty_indexer_indexed_block", "Last block indexed.", registry=REGISTRY)
+LAG = Gauge("royalty_indexer_lag_blocks", "Chain head minus the last indexed block.", registry=REGISTRY)
 FINALIZED = Gauge(
-    "indexer_finalized_block", "Block number of the finalized watermark.", registry=REGISTRY
+    "royalty_indexer_finalized_block", "Block number of the finalized watermark.", registry=REGISTRY
 )
 FINALIZED_TIME = Gauge(
-    "indexer_finalized_timestamp_seconds",
+    "royalty_indexer_finalized_timestamp_seconds",
     "Block timestamp of the finalized watermark.",
     registry=REGISTRY,
 )
 RANGE_SIZE = Gauge(
-    "indexer_getlogs_range_blocks", "Current eth_getLogs block range.", registry=REGISTRY
+    "royalty_indexer_getlogs_range_blocks", "Current eth_getLogs block range.", registry=REGISTRY
 )
 RPC_SECONDS = Histogram(
-    "indexer_rpc_seconds", "JSON-RPC call latency by method.", ["method"], registry=REGISTRY
+    "royalty_indexer_rpc_seconds", "JSON-RPC call latency by method.", ["method"], registry=REGISTRY
 )
 RPC_ERRORS = Counter(
-    "indexer_rpc_errors_total",
+    "royalty_indexer_rpc_errors_total",
     "Failed JSON-RPC calls by method and kind.",
     ["method", "kind"],
     registry=REGISTRY,
 )
 RPC_FAILOVERS = Counter(
-    "indexer_rpc_failovers_total", "Switches to the next RPC endpoint.", registry=REGISTRY
+    "royalty_indexer_rpc_failovers_total", "Switches to the next RPC endpoint.", registry=REGISTRY
 )
 PUBLISHED = Counter(
-    "indexer_published_total",
+    "royalty_indexer_published_total",
     "Messages published to the chain topic, by type.",
     ["type"],
     registry=REGISTRY,
 )
-OUTBOX = Gauge("indexer_outbox_messages", "Messages waiting in the outbox.", registry=REGISTRY)
+OUTBOX = Gauge("royalty_indexer_outbox_messages", "Messages waiting in the outbox.", registry=REGISTRY)
 
 
 def serve(port: int, addr: str = "127.0.0.1") -> None:

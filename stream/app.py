@@ -29,7 +29,7 @@ Delivery guarantees, and why:
 - **Held events** (time not before the finalized chain's newest block) stay in the checkpoint,
   not only in memory, and are decided again when the chain watermark moves. Their number is
   bounded by `max_held`: beyond it the usage partitions are paused (back-pressure, never
-  dropping); `stream_held_events` exposes the gauge.
+  dropping); `royalty_stream_held_events` exposes the gauge.
 """
 
 from __future__ import annotations
@@ -74,13 +74,13 @@ log = structlog.get_logger("royalty.worker")
 
 REGISTRY = CollectorRegistry()
 HELD = Gauge(
-    "stream_held_events", "Usage events waiting for the finalized chain.", registry=REGISTRY
+    "royalty_stream_held_events", "Usage events waiting for the finalized chain.", registry=REGISTRY
 )
 DECIDED = Counter(
-    "stream_decided_total", "Usage events decided, by outcome.", ["outcome"], registry=REGISTRY
+    "royalty_stream_decided_total", "Usage events decided, by outcome.", ["outcome"], registry=REGISTRY
 )
 FINALIZED_BLOCK = Gauge(
-    "stream_chain_finalized_block", "Newest finalized block folded in.", registry=REGISTRY
+    "royalty_stream_chain_finalized_block", "Newest finalized block folded in.", registry=REGISTRY
 )
 
 
