@@ -40,12 +40,22 @@ from metering.keyfiles import save_api_key_records, write_json_atomic
 from metering.server import build_gateway
 from metering.signing import KeyRing, SigningKey
 from royalty.config import Settings, load_settings
-from royalty.demo.world import DemoLicense, DemoWorld, build_world
+from royalty.demo.world import (
+    DemoLicense,
+    DemoWorld,
+    PolicyVote,
+    build_world,
+    execute_policy_vote,
+    queue_policy_vote,
+)
 from schemas import migrate
 from schemas.engine import create_engine
 from schemas.errors import MalformedEvent
 from schemas.usage import UsageEvent, parse_usage_event
-from settlement.chain import ChainClient
+from settlement.chain import ChainClient, Split
+
+#: The split governance votes for echo-lm, applied mid-traffic (was 2000 / 1000 / 7000).
+NEW_ECHO_SPLIT = Split(1_500, 500, 8_000)
 
 PROMPTS = (
     "the community owns this model",
@@ -70,6 +80,7 @@ class DemoReport:
     billed: Counter[int] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
     held: int = 0
+    policy_changed_at: int | None = None
 
     def step(self, name: str, since: float) -> None:
         self.steps.append((name, time.monotonic() - since))
@@ -171,14 +182,20 @@ def _drive_traffic(
     keys: dict[int, str],
     rounds: int,
     report: DemoReport,
+    vote: PolicyVote | None = None,
 ) -> None:
     revoked = world.licenses[4]
     for r in range(rounds):
         if r == rounds // 2:
-            # The operator revokes bob's doubler license mid-traffic. The gateway still serves
-            # it (its API key is valid); the join bills only the usage before the revocation.
-            time.sleep(1.0)  # usage before and after the revocation in different seconds
+            # Mid-traffic, governance's queued vote takes effect (a new split for echo-lm) and
+            # the operator revokes bob's doubler license. The gateway still serves that license
+            # (its API key is valid); the join bills only the usage before the revocation, and
+            # settlement splits echo-lm's usage before and after the vote differently.
+            time.sleep(1.0)  # usage before and after the changes in different seconds
             _pin_next_block_to_now(chain, world)
+            if vote is not None:
+                execute_policy_vote(world, vote)
+                report.policy_changed_at = world.client.latest_timestamp()
             world.system.license_nft.revoke(revoked.model.operator, revoked.license_id)
             time.sleep(1.0)
         for lic in world.licenses:
@@ -351,7 +368,8 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
         t = time.monotonic()
         with console.status("deploying contracts and scripting the community on-chain"):
             world = build_world(ChainClient.connect(chain.rpc_url))
-        report.step("contracts deployed; models, licenses, stakes", t)
+            vote = queue_policy_vote(world, chain, world.models[0], NEW_ECHO_SPLIT)
+        report.step("contracts deployed; models, licenses, stakes; a policy vote queued", t)
 
         config = _write_config(
             workdir, world, chain.rpc_url, kafka.bootstrap_servers, triton.http_url
@@ -396,7 +414,7 @@ def run_demo(workdir: Path, rounds: int, console: Console) -> DemoReport:
             console.status("inference traffic through the metering gateway"),
             _GatewayThread(settings) as gateway,
         ):
-            _drive_traffic(gateway.url, chain, world, keys, rounds, report)
+            _drive_traffic(gateway.url, chain, world, keys, rounds, report, vote)
         report.step(f"{sum(report.inferences.values())} inferences metered", t)
 
         t = time.monotonic()

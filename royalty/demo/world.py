@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 
 from eth_account.signers.local import LocalAccount
 
+from deploy.local import Anvil
 from settlement.chain import (
     ChainClient,
     DeploymentConfig,
     DeploymentManifest,
+    Proposal,
+    Split,
     System,
+    VoteType,
     deploy_system,
     dev_account,
 )
@@ -127,3 +131,47 @@ def build_world(client: ChainClient) -> DemoWorld:
         staking.stake(who, model.model_id, units)
         world.stakes.append((who.address, model.model_id, units))
     return world
+
+
+@dataclass(frozen=True)
+class PolicyVote:
+    """A governance proposal changing one model's split, voted and queued on the timelock."""
+
+    model: DemoModel
+    split: Split
+    proposal: Proposal
+    proposal_id: int
+    votes_for: int
+
+
+def queue_policy_vote(world: DemoWorld, chain: Anvil, model: DemoModel, split: Split) -> PolicyVote:
+    """Propose `split` for `model`, vote it through and queue it; `execute_policy_vote` applies
+    it later (mid-traffic). Mines the voting blocks and moves chain time past the timelock
+    delay, which the demo chain (started in the past) absorbs without outrunning the clock."""
+    deployer = dev_account(DEPLOYER)
+    system = world.system
+    governor = system.governor
+    proposal = Proposal(
+        targets=(system.royalty_policy.address,),
+        calldatas=(system.royalty_policy.encode_set_policy(model.model_id, split),),
+        description=(
+            f"{model.name}: operator {split.operator_bps} / treasury {split.treasury_bps} / "
+            f"contributors {split.contributors_bps} bps"
+        ),
+    )
+    proposal_id = governor.propose(deployer, proposal)
+    for _ in range(governor.voting_delay() + 1):
+        chain.rpc("evm_mine")
+    votes = system.governance_token.get_votes(deployer.address)
+    governor.cast_vote(deployer, proposal_id, VoteType.FOR)
+    while world.client.w3.eth.block_number <= governor.proposal_deadline(proposal_id):
+        chain.rpc("evm_mine")
+    governor.queue(deployer, proposal)
+    chain.rpc("evm_increaseTime", [system.timelock.min_delay() + 1])
+    chain.rpc("evm_mine")
+    return PolicyVote(model, split, proposal, proposal_id, votes)
+
+
+def execute_policy_vote(world: DemoWorld, vote: PolicyVote) -> None:
+    """Execute the queued proposal: the new split applies from this block on."""
+    world.system.governor.execute(dev_account(DEPLOYER), vote.proposal)
