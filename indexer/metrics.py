@@ -11,7 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 BLOCKS = Counter(
-    "royalty_indexer_blocks_total", "Blocks indexed (committed with their events).", registry=REGISTRY
+    "royalty_indexer_blocks_total",
+    "Blocks indexed (committed with their events).",
+    registry=REGISTRY,
 )
 EVENTS = Counter(
     "royalty_indexer_events_total", "Chain events committed, by kind.", ["kind"], registry=REGISTRY
@@ -29,10 +31,14 @@ REORG_DEPTH = Histogram(
     buckets=(1, 2, 3, 5, 8, 13, 21, 64, 256),
     registry=REGISTRY,
 )
-RETRACTIONS = Counter("royalty_indexer_retractions_total", "Events retracted by reorgs.", registry=REGISTRY)
+RETRACTIONS = Counter(
+    "royalty_indexer_retractions_total", "Events retracted by reorgs.", registry=REGISTRY
+)
 HEAD = Gauge("royalty_indexer_chain_head_block", "Latest block of the chain.", registry=REGISTRY)
 INDEXED = Gauge("royalty_indexer_indexed_block", "Last block indexed.", registry=REGISTRY)
-LAG = Gauge("royalty_indexer_lag_blocks", "Chain head minus the last indexed block.", registry=REGISTRY)
+LAG = Gauge(
+    "royalty_indexer_lag_blocks", "Chain head minus the last indexed block.", registry=REGISTRY
+)
 FINALIZED = Gauge(
     "royalty_indexer_finalized_block", "Block number of the finalized watermark.", registry=REGISTRY
 )
@@ -62,7 +68,9 @@ PUBLISHED = Counter(
     ["type"],
     registry=REGISTRY,
 )
-OUTBOX = Gauge("royalty_indexer_outbox_messages", "Messages waiting in the outbox.", registry=REGISTRY)
+OUTBOX = Gauge(
+    "royalty_indexer_outbox_messages", "Messages waiting in the outbox.", registry=REGISTRY
+)
 
 
 def serve(port: int, addr: str = "127.0.0.1") -> None:

@@ -313,6 +313,17 @@ class MeteringGateway:
                 ) from exc
             self._child(self.metrics.events, model, delivery).inc()
             out_headers.append((b"x-royalty-usage-id", encoded.id.encode()))
+            # The correlation id from inference to payout: the stream and the settler log
+            # the same usage_id (billed in which epoch, or rejected why).
+            log.debug(
+                "usage metered",
+                usage_id=encoded.id,
+                request_id=headers.get("x-request-id"),
+                model=model,
+                license_id=grant.license_id,
+                units=units,
+                delivery=delivery,
+            )
         else:
             self._child(self.metrics.zero_units, model).inc()
         await _respond(send, 200, payload, out_headers)

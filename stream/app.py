@@ -77,7 +77,10 @@ HELD = Gauge(
     "royalty_stream_held_events", "Usage events waiting for the finalized chain.", registry=REGISTRY
 )
 DECIDED = Counter(
-    "royalty_stream_decided_total", "Usage events decided, by outcome.", ["outcome"], registry=REGISTRY
+    "royalty_stream_decided_total",
+    "Usage events decided, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
 )
 FINALIZED_BLOCK = Gauge(
     "royalty_stream_chain_finalized_block", "Newest finalized block folded in.", registry=REGISTRY
@@ -303,6 +306,10 @@ class KafkaJoinWorker:
                 raise
         self.held[tp] = len(outcome.position.held)
         HELD.set(sum(self.held.values()))
+        for a in outcome.accruals:
+            log.debug("usage billed", usage_id=a.usage_id, epoch=a.epoch, fee_e6=str(a.fee_e6))
+        for d in outcome.letters:
+            log.info("usage rejected", usage_id=d.usage_id, reason=d.reason.value, detail=d.detail)
         DECIDED.labels("accepted").inc(len(outcome.accruals))
         DECIDED.labels("rejected").inc(len(outcome.letters))
         if outcome.consumed:
