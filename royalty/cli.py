@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from deploy.local.errors import LocalStackError
+from royalty.commands import analytics as analytics_cmd
 from royalty.commands import config as config_cmd
 from royalty.commands import db as db_cmd
 from royalty.commands import deploy as deploy_cmd
@@ -30,6 +31,7 @@ app.add_typer(db_cmd.app, name="db")
 app.add_typer(stack_cmd.app, name="stack")
 app.add_typer(schemas_cmd.app, name="schemas")
 app.add_typer(indexer_cmd.app, name="indexer")
+app.add_typer(analytics_cmd.app, name="analytics")
 app.add_typer(gateway_cmd.metering_app, name="metering")
 app.command()(gateway_cmd.gateway)
 app.command()(gateway_cmd.reconcile)

@@ -34,7 +34,9 @@ class Accrual(Record):
     change in force for the model at `event_time` (`(0, 0)` if there was none): accruals of a
     model in one epoch with the same `state_interval` are summed and split once. The operator
     and policy in force are carried along so settlement splits without re-reading the chain.
-    `epoch` is the epoch that bills it (the current open one for a late event).
+    `epoch` is the epoch of its time (or `min_epoch` when the join is given one). The epoch
+    whose distribution bills it is decided by the settler (`accruals.settled_epoch`): the same
+    one, or for an accrual committed after that epoch was computed, the next one computed.
     """
 
     usage_id: EventId

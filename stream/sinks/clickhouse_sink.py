@@ -8,7 +8,7 @@ columns, integers in, integers out. The schema is documented in `docs/analytics.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from schemas.accrual import Accrual, DeadLetter
@@ -29,8 +29,39 @@ TABLES: dict[str, str] = {
         reject_id String, reason LowCardinality(String), detail String, usage_id Nullable(String),
         source Nullable(String), received_at DateTime64(6, 'UTC'), payload String
     """,
+    "epochs": """
+        epoch UInt64, status LowCardinality(String), status_rank UInt8, start_time DateTime('UTC'),
+        end_time DateTime('UTC'), root Nullable(String), usage_root Nullable(String),
+        inputs_hash Nullable(String), total Nullable(UInt256), fees_e6 Nullable(UInt256),
+        leaf_count Nullable(UInt64), accrual_count Nullable(UInt64), tx_hash Nullable(String),
+        block_number Nullable(UInt64), claimable_at Nullable(UInt64)
+    """,
+    "payouts": """
+        epoch UInt64, leaf_index UInt64, account String, amount UInt256
+    """,
 }
-_ORDER = {"usage_raw": "usage_id", "accruals": "usage_id", "rejects": "reject_id"}
+_ORDER = {
+    "usage_raw": "usage_id",
+    "accruals": "usage_id",
+    "rejects": "reject_id",
+    "epochs": "epoch",
+    "payouts": "(epoch, leaf_index)",
+}
+_VERSION = {"epochs": "status_rank"}
+"""Tables whose newest row wins by a version column (an epoch moves forward in its lifecycle)."""
+
+#: Lifecycle order of epoch statuses: the higher rank replaces the lower.
+STATUS_RANK = {
+    "open": 0,
+    "closing": 1,
+    "computed": 2,
+    "committed": 3,
+    "claimable": 4,
+    "disputed": 4,
+}
+
+
+_EPOCH_INTS = ("total", "fees_e6", "leaf_count", "accrual_count")
 
 
 class ClickHouseClient(Protocol):
@@ -64,7 +95,7 @@ class ClickHouseSink:
         for name, columns in TABLES.items():
             self.client.command(
                 f"CREATE TABLE IF NOT EXISTS {self.database}.{name} ({columns}) "
-                f"ENGINE = ReplacingMergeTree ORDER BY {_ORDER[name]}"
+                f"ENGINE = ReplacingMergeTree({_VERSION.get(name, '')}) ORDER BY {_ORDER[name]}"
             )
 
     def write(
@@ -158,6 +189,38 @@ class ClickHouseSink:
                     for d in letters
                 ],
                 ["reject_id", "reason", "detail", "usage_id", "source", "received_at", "payload"],
+            )
+
+    def write_settlement(
+        self, epochs: Sequence[Mapping[str, Any]], payouts: Sequence[Sequence[Any]]
+    ) -> None:
+        """Insert epoch rows (as the `epochs` table holds them) and payouts
+        `(epoch, leaf_index, account, amount)`; re-sending is harmless."""
+        if epochs:
+            columns = [
+                "epoch", "status", "status_rank", "start_time", "end_time", "root",
+                "usage_root", "inputs_hash", "total", "fees_e6", "leaf_count",
+                "accrual_count", "tx_hash", "block_number", "claimable_at",
+            ]  # fmt: skip
+            rows = [
+                [
+                    int(e["id"]),
+                    e["status"],
+                    STATUS_RANK[e["status"]],
+                    int(e["start_time"]),
+                    int(e["end_time"]),
+                    *(e.get(c) for c in ("root", "usage_root", "inputs_hash")),
+                    *(None if e.get(c) is None else int(e[c]) for c in _EPOCH_INTS),
+                    e.get("tx_hash"),
+                    *(None if e.get(c) is None else int(e[c]) for c in ("block_number",)),
+                    None if e.get("claimable_at") is None else int(e["claimable_at"]),
+                ]
+                for e in epochs
+            ]
+            self._insert("epochs", rows, columns)
+        if payouts:
+            self._insert(
+                "payouts", [list(p) for p in payouts], ["epoch", "leaf_index", "account", "amount"]
             )
 
     def _insert(self, table: str, rows: list[list[Any]], columns: list[str]) -> None:
