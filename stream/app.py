@@ -6,11 +6,13 @@ usage event with `stream.join` (through `stream.partition_batch`, the same steps
 runner), writes the database through `SqlAlchemyAccrualStore`, and publishes accruals to
 `accruals` and rejects to `usage.dead-letter`.
 
-Written on kafka-python's consumer and producer, not faust: faust (on aiokafka) cannot read
-these topics in this environment, as aiokafka 0.14 decompresses lz4 only through `cramjam`,
-which is not installed, and both publishers write lz4 batches; faust would also commit consumer
-offsets itself, with no hook to commit them in our database transaction, on which the
-guarantee below rests. The loop is synchronous: the database work is synchronous anyway.
+Written on kafka-python's consumer and producer; the loop is synchronous, as the database work
+is anyway. The same join runs on faust too (`stream.faust_app`, `royalty worker --engine
+faust`; aiokafka reads the publishers' lz4 batches through `cramjam`), with the same
+checkpoints and guarantees: there faust's own offset commits are switched off for `usage`, as
+faust commits when a batch is handed over, not in our database transaction. This engine stays
+the default: it seeks to the checkpoint at assignment and commits consumer offsets for lag
+tools.
 
 Delivery guarantees, and why:
 

@@ -1,7 +1,7 @@
 """The stream worker on real Kafka, anvil and PostgreSQL: the ground-truth scenario produced into
 `usage` and indexed into `chain` gives the scenario's expected accruals and rejects, exactly the
 embedded runner's; held events wait for the watermark; a worker SIGKILLed mid-stream and
-restarted loses and doubles nothing. (The worker runs on aiokafka; see `stream.app`.)"""
+restarted loses and doubles nothing. (The worker runs on kafka-python; see `stream.app`.)"""
 
 from __future__ import annotations
 

@@ -1,0 +1,461 @@
+"""The stream worker on faust (`royalty worker --engine faust`, `python -m stream.faust_app`).
+
+The same join as `stream.app` (`KafkaJoinWorker`, on kafka-python), on faust-streaming (asyncio,
+aiokafka): an agent on `usage` takes batches (`take_events`), splits them by partition and
+decides each partition batch with `stream.partition_batch.decide_partition_batch` in ONE
+database transaction, publishing accruals and dead letters (`acks=all`, idempotent producer)
+and waiting for their acknowledgement BEFORE the commit. The database work and the producer
+calls are blocking: they run in a thread executor, so the event loop keeps heartbeating the
+group while a batch is decided; one lock serialises the partition batches (the agent's and the
+held-event retries') and the folding of the chain.
+
+Delivery guarantees rest on the database checkpoint of each usage partition, never on faust's
+consumer offsets, exactly as in `stream.app`:
+
+- **Faust never commits `usage` offsets.** The topic is declared with `acks=False`: faust's
+  own commit marks events done as soon as `take_events` hands the next batch over, which is
+  before (or without) our commit, and a crash there would skip the batch. So faust's committed
+  position for the group stays empty and, after every assignment, faust positions the
+  partitions itself (it re-seeks them to the committed offsets once its recovery ends,
+  overriding any seek made in `on_partitions_assigned`): that is, at the beginning.
+- **The checkpoint positions the stream.** The first batch of a partition after an assignment
+  finds its offsets at or below the checkpoint: the checkpoint skips them (`offsets ≤
+  checkpoint` are never decided twice) and the worker seeks the partition to checkpoint + 1
+  (`app.consumer.seek`), so only a few already-decided records are read again. A batch that
+  starts AFTER checkpoint + 1 (records lost in flight, e.g. by a revoked and reassigned
+  partition) is not decided: the partition is sought back to checkpoint + 1. Three gaps in a
+  row at the same position are taken for real holes in the offsets (transaction markers) and
+  decided.
+- **Database: exactly once in effect; `accruals` / `usage.dead-letter`: at least once.** As in
+  `stream.app`: compare-and-set checkpoint, outputs acknowledged before the commit. A batch
+  whose checkpoint moved under it (`CheckpointConflict`, another worker owns the partition now)
+  is dropped. Any other failure stops the worker with an error: its restart re-reads from the
+  checkpoint, as after a SIGKILL.
+- **Chain view.** Every worker needs the WHOLE finalized chain state, so the `chain` topic is
+  not a faust table (tables are partitioned over the workers) but a `TopicChainView` fed by a
+  plain aiokafka consumer without a group (all partitions, from the beginning) in an `app.task`.
+  Usage is not decided before that consumer has caught up with the topic's end at start.
+- **Held events** stay in the checkpoint; a timer (`app.timer`, every `poll_ms`) decides them
+  again when the chain watermark has moved, and once for every newly assigned partition. Past
+  `max_held` the usage partitions are paused until the watermark releases events.
+
+Faust's committed offsets being empty, consumer-lag tools show no lag for this group: the
+checkpoint rows are the position. The group id is the faust app id; faust's assignor protocol
+differs from kafka-python's, so the two engines cannot share one group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import tempfile
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import faust
+import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition as AIOTopicPartition
+from faust.types import TP
+from kafka import KafkaProducer
+from prometheus_client import start_http_server
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from metering.keyfiles import load_key_ring
+from schemas.accrual import kafka_key as accrual_key
+from schemas.codec import encode
+from schemas.engine import create_engine
+from stream.app import DECIDED, FINALIZED_BLOCK, HELD, REGISTRY, WorkerConfig, _parser
+from stream.epochs import EpochClock
+from stream.errors import CheckpointConflict
+from stream.partition_batch import (
+    Message,
+    PartitionOutcome,
+    checkpoint_component,
+    decide_partition_batch,
+)
+from stream.sinks.sqlalchemy_accrual_store import SqlAlchemyAccrualStore
+from stream.topic_chain_view import TopicChainView
+
+log = structlog.get_logger("royalty.worker.faust")
+
+GAP_RETRIES = 3
+"""Seeks back to checkpoint + 1 before a hole in the offsets is taken as real."""
+
+
+@dataclass(frozen=True)
+class _Decided:
+    outcome: PartitionOutcome
+
+
+@dataclass(frozen=True)
+class _Seek:
+    """Not decided: position the partition at `offset` (a gap, or only stale records)."""
+
+    offset: int
+    gap: bool
+
+
+@dataclass(frozen=True)
+class _Conflict:
+    pass
+
+
+def ensure_topics(config: WorkerConfig) -> int:
+    """Create the worker's missing topics; return the `chain` topic's partition count."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    c = config
+    admin = KafkaAdminClient(bootstrap_servers=c.bootstrap_servers.split(","))
+    try:
+        names = (c.usage_topic, c.chain_topic, c.accruals_topic, c.dead_letter_topic)
+        existing = set(admin.list_topics())
+        for name in (n for n in names if n not in existing):
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics([NewTopic(name, c.partitions, 1)])
+        (described,) = admin.describe_topics([c.chain_topic])
+        return len(described["partitions"])
+    finally:
+        admin.close()
+
+
+class FaustJoinWorker:
+    """One faust worker: `run()` blocks until SIGTERM / SIGINT (or a crash) and returns the
+    exit status. `app` is the faust app (agent, chain task, retry timer) for tests to drive."""
+
+    def __init__(self, config: WorkerConfig, *, loglevel: str = "WARNING") -> None:
+        self.config = config
+        self.loglevel = loglevel
+        self.engine: Engine = create_engine(config.db_url, poolclass=NullPool)
+        self.chain: TopicChainView | None = None
+        self.chain_ready = asyncio.Event()
+        self.held: dict[TP, int] = {}
+        """Held events per assigned usage partition, as committed (absent: not known yet)."""
+        self._next: dict[TP, int] = {}
+        """Per partition, the first offset not decided yet (absent: ask the checkpoint)."""
+        self._gaps: dict[TP, int] = defaultdict(int)
+        self._tried_at_block: dict[TP, int] = {}
+        self._batch_lock = asyncio.Lock()
+        self._view_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="faust-join")
+        self._producer: KafkaProducer | None = None
+        self._datadir = tempfile.TemporaryDirectory(prefix="royalty-faust-")
+        self.app = self._build_app()
+
+    # --- the faust app -------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        c = self.config
+        app = faust.App(
+            c.group_id,
+            broker=[f"kafka://{server}" for server in c.bootstrap_servers.split(",")],
+            store="memory://",
+            topic_partitions=c.partitions,
+            datadir=self._datadir.name,
+            autodiscover=False,
+            web_enabled=False,
+            topic_disable_leader=True,
+            topic_allow_declare=False,
+            consumer_auto_offset_reset="earliest",
+            consumer_group_instance_id=c.instance_id,
+            broker_client_id=c.client_id,
+            broker_session_timeout=c.session_timeout_ms / 1000,
+            broker_heartbeat_interval=max(1.0, c.session_timeout_ms / 4000),
+            broker_max_poll_records=c.max_records,
+            stream_wait_empty=False,
+        )
+        usage = app.topic(
+            c.usage_topic, key_type=bytes, value_type=bytes, value_serializer="raw", acks=False
+        )
+        poll_s = c.poll_ms / 1000
+
+        async def consume(stream: faust.StreamT[Any]) -> None:
+            async for events in cast(faust.Stream[bytes], stream).take_events(
+                c.max_records, within=poll_s
+            ):
+                await self.chain_ready.wait()
+                batches: dict[TP, list[Message]] = defaultdict(list)
+                for event in events:
+                    message = event.message
+                    batches[message.tp].append((message.offset, message.value or b""))
+                for tp, batch in batches.items():
+                    await self.process(tp, batch)
+
+        app.agent(usage, name=f"{c.group_id}.join")(consume)
+        app.task(self._follow_chain)
+        app.timer(poll_s)(self._retry_held)
+        app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
+        app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        return app
+
+    async def _on_assigned(self, _sender: Any, *args: Any, **_: Any) -> None:
+        assigned: set[TP] = args[0]
+        # Positions come from the checkpoints at the first batch (faust re-seeks afterwards).
+        for tp in assigned:
+            self._forget(tp)
+
+    async def _on_revoked(self, _sender: Any, *args: Any, **_: Any) -> None:
+        revoked: set[TP] = args[0]
+        for tp in revoked:
+            self._forget(tp)
+        HELD.set(sum(self.held.values()))
+
+    def _forget(self, tp: TP) -> None:
+        self.held.pop(tp, None)
+        self._next.pop(tp, None)
+        self._gaps.pop(tp, None)
+        self._tried_at_block.pop(tp, None)
+
+    # --- chain ---------------------------------------------------------------------------------
+
+    async def _follow_chain(self) -> None:
+        c = self.config
+        loop = asyncio.get_running_loop()
+        partitions = await loop.run_in_executor(self._executor, ensure_topics, c)
+        self.chain = TopicChainView(c.chain_id, partitions)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=c.bootstrap_servers.split(","),
+            client_id=f"{c.client_id}-chain",
+            group_id=None,
+            enable_auto_commit=False,
+        )
+        await consumer.start()
+        try:
+            tps = [AIOTopicPartition(c.chain_topic, p) for p in range(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            while not self.chain_ready.is_set():
+                await self._fold(await consumer.getmany(timeout_ms=500))
+                positions = [await consumer.position(tp) for tp in tps]
+                if all(p >= end[tp] for p, tp in zip(positions, tps, strict=True)):
+                    self.chain_ready.set()
+                    log.info("chain caught up", finalized_block=self.chain.finalized_block)
+            while True:
+                await self._fold(await consumer.getmany(timeout_ms=c.poll_ms))
+        finally:
+            await consumer.stop()
+
+    async def _fold(self, records: dict[AIOTopicPartition, list[Any]]) -> None:
+        if records:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._fold_sync, records
+            )
+
+    def _fold_sync(self, records: dict[AIOTopicPartition, list[Any]]) -> None:
+        assert self.chain is not None
+        with self._view_lock:
+            for tp, messages in records.items():
+                for m in messages:
+                    ce_type = dict(m.headers or ()).get("ce_type")
+                    self.chain.apply(tp.partition, m.value, ce_type.decode() if ce_type else None)
+        FINALIZED_BLOCK.set(self.chain.finalized_block)
+
+    # --- usage ---------------------------------------------------------------------------------
+
+    def _usage_assignment(self) -> set[TP]:
+        return {tp for tp in self.app.consumer.assignment() if tp.topic == self.config.usage_topic}
+
+    async def _retry_held(self) -> None:
+        """Decide again the held events the chain may now release, and once per assignment
+        the partitions whose held count is not known yet."""
+        if not self.chain_ready.is_set() or self.chain is None:
+            return
+        block = self.chain.finalized_block
+        for tp in sorted(self._usage_assignment()):
+            held = self.held.get(tp)
+            if held is None or (held and self._tried_at_block.get(tp) != block):
+                await self.process(tp, [])
+        # Back-pressure: a full hold buffer stops consumption until the watermark moves.
+        assigned = self._usage_assignment()
+        if sum(self.held.values()) >= self.config.max_held:
+            self.app.consumer.pause_partitions(assigned)
+        else:
+            self.app.consumer.resume_partitions(assigned)
+
+    async def process(self, tp: TP, batch: list[Message]) -> None:
+        """Decide one partition batch (or only its held events, when empty) and commit."""
+        async with self._batch_lock:
+            if tp not in self.app.consumer.assignment():
+                return  # revoked while queued: its new owner decides it
+            first = self._next.get(tp)
+            fresh = _increasing(batch, first)
+            if batch and not fresh:
+                return  # only records already decided (read again after a seek)
+            assert self.chain is not None
+            block = self.chain.finalized_block
+            gaps = self._gaps[tp]
+            loop = asyncio.get_running_loop()
+            try:
+                result = await loop.run_in_executor(
+                    self._executor, self._decide, tp, fresh, gaps >= GAP_RETRIES - 1
+                )
+            except Exception as exc:
+                log.error("partition batch failed; stopping", partition=str(tp), error=repr(exc))
+                await self.app.crash(exc)
+                return
+            if isinstance(result, _Conflict):
+                log.warning("checkpoint moved by another worker; batch dropped", partition=str(tp))
+                self._forget(tp)
+                return
+            if isinstance(result, _Seek):
+                self._gaps[tp] = gaps + 1 if result.gap else 0
+                if result.gap:
+                    log.warning("gap in usage offsets; seeking back", partition=str(tp))
+                self._next[tp] = result.offset
+                await self.app.consumer.seek(tp, result.offset)
+                return
+            outcome = result.outcome
+            self._gaps.pop(tp, None)
+            self._next[tp] = outcome.position.offset + 1
+            self.held[tp] = len(outcome.position.held)
+            self._tried_at_block[tp] = block
+            HELD.set(sum(self.held.values()))
+            DECIDED.labels("accepted").inc(len(outcome.accruals))
+            DECIDED.labels("rejected").inc(len(outcome.letters))
+
+    def _decide(
+        self, tp: TP, batch: list[Message], accept_gap: bool
+    ) -> _Decided | _Seek | _Conflict:
+        """In the executor: one transaction for the partition batch, outputs acknowledged
+        before the commit."""
+        assert self.chain is not None
+        component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+        with self._view_lock, self.engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                position, _ = SqlAlchemyAccrualStore(connection).load_position(component)
+                fresh = [m for m in batch if m[0] > position.offset]
+                if batch and not fresh:
+                    transaction.rollback()
+                    return _Seek(position.offset + 1, gap=False)
+                if fresh and fresh[0][0] > position.offset + 1 and not accept_gap:
+                    transaction.rollback()
+                    return _Seek(position.offset + 1, gap=True)
+                outcome = decide_partition_batch(
+                    connection,
+                    component,
+                    fresh,
+                    state=self.chain.view,
+                    key_ring=self.config.key_ring,
+                    clock=self.config.clock,
+                    received_at=datetime.now(UTC),
+                )
+                self._publish(outcome)
+                transaction.commit()
+            except CheckpointConflict:
+                transaction.rollback()
+                return _Conflict()
+            except BaseException:
+                transaction.rollback()
+                raise
+        return _Decided(outcome)
+
+    def _publish(self, outcome: PartitionOutcome) -> None:
+        c = self.config
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                bootstrap_servers=c.bootstrap_servers.split(","),
+                client_id=f"{c.client_id}-out",
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+            )
+        futures = [
+            self._producer.send(c.accruals_topic, encode(a), key=accrual_key(a))
+            for a in outcome.accruals
+        ]
+        futures += [
+            self._producer.send(c.dead_letter_topic, encode(d), key=(d.usage_id or "").encode())
+            for d in outcome.letters
+        ]
+        if futures:
+            self._producer.flush(timeout=30)
+            for future in futures:
+                future.get(timeout=0)  # raises when not acknowledged: the batch rolls back
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until SIGTERM / SIGINT; 0 after a graceful stop, 1 after a crash."""
+        worker = faust.Worker(self.app, loglevel=self.loglevel, redirect_stdouts=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as done:
+            return int(done.code or 0)
+        finally:
+            self.close()
+        return 0  # pragma: no cover (execute_from_commandline always exits)
+
+    def close(self) -> None:
+        """Wait for the batch in flight, then release the producer and the database."""
+        self._executor.shutdown(wait=True)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                self._producer.close()
+        self.engine.dispose()
+        self._datadir.cleanup()
+
+
+def _increasing(batch: list[Message], first: int | None) -> list[Message]:
+    """`batch` from offset `first` on, each offset once (a seek can deliver records twice)."""
+    out: list[Message] = []
+    last = -1 if first is None else first - 1
+    for offset, raw in batch:
+        if offset > last:
+            out.append((offset, raw))
+            last = offset
+    return out
+
+
+def config_from_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, int | None]:
+    """The `python -m stream.app` options (same parser) → the worker's configuration and the
+    metrics port."""
+    p = _parser()
+    p.prog = "python -m stream.faust_app"
+    a = p.parse_args(argv)
+    config = WorkerConfig(
+        bootstrap_servers=a.bootstrap_servers,
+        db_url=a.db_url,
+        chain_id=a.chain_id,
+        key_ring=load_key_ring(a.key_ring),
+        clock=EpochClock(a.epoch_length, a.epoch_genesis),
+        usage_topic=a.usage_topic,
+        chain_topic=a.chain_topic,
+        accruals_topic=a.accruals_topic,
+        dead_letter_topic=a.dead_letter_topic,
+        group_id=a.group_id,
+        component=a.component,
+        max_records=a.max_records,
+        max_held=a.max_held,
+        instance_id=a.instance_id,
+        session_timeout_ms=a.session_timeout_ms,
+    )
+    return config, a.metrics_port
+
+
+def serve(config: WorkerConfig, loglevel: str = "WARNING") -> int:
+    """Run one faust worker until SIGTERM / SIGINT; its exit status."""
+    return FaustJoinWorker(config, loglevel=loglevel).run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m stream.faust_app`."""
+    config, metrics_port = config_from_args(argv)
+    if metrics_port:
+        start_http_server(metrics_port, registry=REGISTRY)
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(serve(config, loglevel="INFO"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
