@@ -77,7 +77,8 @@ class Epoch(Record):
 
     From `computed` on it carries the distribution's Merkle `root`, its `total` (base units),
     the `inputs_hash` and `usage_root` that let anyone recompute it; from `committed` on, the
-    commit transaction (`tx_hash`, `block_number`) and `claimable_at` (unix seconds).
+    commit transaction (`tx_hash`, `block_number`) and `claimable_at` (unix seconds) — except
+    an epoch with nothing to pay (`total` 0), committed without a transaction.
     """
 
     id: Uint64
@@ -100,7 +101,9 @@ class Epoch(Record):
         if _reached(self.status, EpochStatus.COMPUTED):
             required += _COMPUTED_FIELDS
         if _reached(self.status, EpochStatus.COMMITTED):
-            required += _COMMITTED_FIELDS
+            # An epoch with nothing to pay (total 0) is committed without a transaction: the
+            # contract takes no empty root. It still records when it became claimable.
+            required += _COMMITTED_FIELDS if self.total != 0 else ("claimable_at",)
         missing = [name for name in required if getattr(self, name) is None]
         if missing:
             raise ValueError(f"a {self.status.value} epoch needs {', '.join(missing)}")

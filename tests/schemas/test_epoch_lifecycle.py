@@ -96,3 +96,13 @@ def test_allocation_and_carry_records() -> None:
     assert RecipientCarry(account=PAYER, epoch=1, carry_e6=999_999).carry_e6 == 999_999
     with pytest.raises(ValidationError):
         RecipientCarry(account=PAYER, epoch=1, carry_e6=1_000_000)
+
+
+def test_an_epoch_with_nothing_to_pay_commits_without_a_transaction() -> None:
+    empty = {**COMPUTED, "total": 0}
+    computed = Epoch(id=2, start_time=0, end_time=10, status=S.COMPUTED, **empty)
+    with pytest.raises(ValidationError, match="needs claimable_at"):
+        computed.transition_to(S.COMMITTED)
+    committed = computed.transition_to(S.COMMITTED, claimable_at=10)
+    assert committed.tx_hash is None
+    assert committed.transition_to(S.CLAIMABLE).status is S.CLAIMABLE

@@ -107,7 +107,10 @@ def test_cli_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     assert '"bus": "memory"' in result.output
 
 
-def test_placeholder_commands_say_not_yet() -> None:
-    result = CliRunner().invoke(app, ["settle"])
+def test_settle_without_a_deployment_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ROYALTY_DATA_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["settle", "--once"])
     assert result.exit_code == 2
-    assert "not yet implemented" in result.output
+    assert "manifest" in result.output
