@@ -198,6 +198,35 @@ class ApiSettings(ComponentSettings):
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8080, gt=0, lt=65536, description="Bind port.")
     page_size_max: int = Field(500, gt=0, description="Largest page a list endpoint returns.")
+    page_size_default: int = Field(100, gt=0, description="Page size when `limit` is not given.")
+    rate_limit_per_s: float = Field(
+        200.0,
+        ge=0,
+        description="Public reads: sustained requests per second per client IP (0 = no limit).",
+    )
+    rate_limit_burst: int = Field(
+        400, gt=0, description="Public reads: requests a client IP may send at once."
+    )
+    admin_rate_limit_per_s: float = Field(
+        20.0,
+        ge=0,
+        description="Admin calls: requests per second per API key unless the key sets its own.",
+    )
+    key_pepper: SecretStr | None = Field(
+        None,
+        description="Server-side pepper of admin API key hashes (HMAC-SHA256); required for "
+        "admin endpoints and `royalty api --create-key`.",
+    )
+    tree_cache_epochs: int = Field(
+        256, ge=0, description="Epoch Merkle trees kept in memory for proofs (0 = no cache)."
+    )
+    workers: int = Field(1, gt=0, description="uvicorn worker processes.")
+    epoch_cache_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long contributor endpoints reuse one read of the epochs' statuses "
+        "(0 = read per request).",
+    )
 
 
 class EpochSettings(ComponentSettings):
@@ -213,6 +242,17 @@ class EpochSettings(ComponentSettings):
     )
     dispute_window_s: int = Field(
         3600, ge=0, description="Seconds after commit before an epoch is claimable."
+    )
+    wall_clock_watermark: bool = Field(
+        False,
+        description="Let the usage watermark also advance with wall-clock time (now minus the "
+        "allowed lateness), so epochs close through idle periods without usage.",
+    )
+    settle_interval_s: float = Field(
+        10.0, gt=0, description="Seconds between two steps of `royalty settle`."
+    )
+    receipt_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds the settler waits for a transaction's receipt per step."
     )
 
 

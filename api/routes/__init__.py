@@ -1,0 +1,1 @@
+"""The routers of the public and claims API, one module per resource family."""
