@@ -340,10 +340,6 @@ class Settler:
                 distributor=self.config.distributor,
                 epoch=epoch,
             )
-            # Reads may have streamed through a server-side cursor, an option that
-            # `Connection.execution_options` sets on the connection itself: the writes below
-            # need a plain cursor.
-            connection.execution_options(stream_results=False, yield_per=None)
             distribution = self.compute(epoch, inputs.groups, inputs.carries_in)
             computed = _computed(distribution, inputs)
             if computed.accrual_count != billed:

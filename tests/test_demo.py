@@ -1,4 +1,5 @@
-"""The README's first command, end to end on the real services (a short run)."""
+"""The README's first command, end to end on the real services (a short run): from inference
+through epochs committed on-chain to a contributor's claim through the API."""
 
 from __future__ import annotations
 
@@ -38,4 +39,18 @@ def test_demo_meters_and_decides_every_inference_once(tmp_path: Path) -> None:
         echo_units[e.data.license_id] += e.data.units
     assert report.fees_e6[1] == echo_units[1] * 2_500 * 10**6  # 0.0025 dUSD per token
     assert report.fees_e6[3] == echo_units[3] * 40_000 * 10**6  # 0.04 dUSD per item
-    assert "every inference metered once and decided once" in console.export_text()
+    text = console.export_text()
+    assert "every inference metered once and decided once" in text
+    # Settlement: every epoch with usage committed, verified, and paid out to the 10^-6 unit.
+    pay = report.payout
+    assert pay.epochs
+    assert all(line.status == "claimable" for line in pay.epochs)
+    assert all(line.verified for line in pay.epochs if line.tx_hash)
+    assert pay.fees_e6 == sum(report.fees_e6.values())
+    assert pay.fees_e6 == 10**6 * pay.committed_total + sum(pay.carries_e6.values())
+    assert sum(pay.paid.values()) == pay.committed_total
+    # The claim: one transaction from the API's calldata paid exactly, a second one reverts.
+    assert pay.claimed > 0
+    assert pay.balance_delta == pay.claimed
+    assert pay.second_claim_reverted
+    assert pay.reconciles
