@@ -11,7 +11,7 @@ an answer already given; `finalized_only=False` reads the unfinalized tip too (a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Row
@@ -66,6 +66,47 @@ class PolicyState:
     operator_bps: int
     treasury_bps: int
     contributors_bps: int
+    block_number: int
+    log_index: int
+
+
+ProposalStatus = Literal["created", "queued", "executed", "canceled"]
+"""Where a proposal's lifecycle events put it: `created` until its first transition. (Whether
+a created proposal is pending, active, defeated or succeeded depends on the votes and the
+clock, which the Governor works out on chain; the events record only these four.)"""
+
+
+@dataclass(frozen=True)
+class GovernanceProposal:
+    """A proposal at a point: its calls and voting window, and its lifecycle status then."""
+
+    proposal_id: int
+    proposer: str
+    targets: tuple[str, ...]
+    values: tuple[int, ...]
+    signatures: tuple[str, ...]
+    calldatas: tuple[str, ...]
+    vote_start: int
+    vote_end: int
+    description: str
+    status: ProposalStatus
+    eta_seconds: int | None
+    """When it became executable (set once queued)."""
+    created_block: int
+    status_block: int
+    """The block of its latest transition (its creation block while `created`)."""
+
+
+@dataclass(frozen=True)
+class GovernanceVote:
+    """One vote cast (`support` 0 against, 1 for, 2 abstain)."""
+
+    proposal_id: int
+    voter: str
+    support: int
+    weight: int
+    reason: str
+    params: str | None
     block_number: int
     log_index: int
 
@@ -223,3 +264,81 @@ class ChainState:
             int(r.leaf_index): int(r.amount)
             for r in self._all("chain_claims", at, table.c.epoch == epoch)
         }
+
+    # --- governance ----------------------------------------------------------------------------
+
+    def proposals(self, at: AsOf) -> list[GovernanceProposal]:
+        """Every proposal created at or before the point, in creation order, each with its
+        status as of the point (its latest queued/executed/canceled transition, if any)."""
+        transitions: dict[int, Row[Any]] = {}
+        etas: dict[int, int] = {}
+        for row in self._all("chain_proposal_transitions", at):
+            proposal_id = int(row.proposal_id)
+            transitions[proposal_id] = row  # chain order: the last one wins
+            if row.eta_seconds is not None:
+                etas[proposal_id] = int(row.eta_seconds)
+        return [
+            self._proposal(row, transitions.get(int(row.proposal_id)), etas)
+            for row in self._all("chain_proposals", at)
+        ]
+
+    def proposal(self, proposal_id: int, at: AsOf) -> GovernanceProposal | None:
+        """One proposal as of the point; None when not created by then."""
+        table = _t["chain_proposals"]
+        row = self._latest("chain_proposals", at, table.c.proposal_id == proposal_id)
+        if row is None:
+            return None
+        transitions = _t["chain_proposal_transitions"]
+        history = self._all(
+            "chain_proposal_transitions", at, transitions.c.proposal_id == proposal_id
+        )
+        etas = {
+            int(t.proposal_id): int(t.eta_seconds) for t in history if t.eta_seconds is not None
+        }
+        return self._proposal(row, history[-1] if history else None, etas)
+
+    @staticmethod
+    def _proposal(
+        row: Row[Any], transition: Row[Any] | None, etas: dict[int, int]
+    ) -> GovernanceProposal:
+        proposal_id = int(row.proposal_id)
+        status: ProposalStatus = "created" if transition is None else transition.status
+        return GovernanceProposal(
+            proposal_id=proposal_id,
+            proposer=str(row.proposer),
+            targets=tuple(row.targets),
+            values=tuple(int(v) for v in row.values),
+            signatures=tuple(row.signatures),
+            calldatas=tuple(row.calldatas),
+            vote_start=int(row.vote_start),
+            vote_end=int(row.vote_end),
+            description=str(row.description),
+            status=status,
+            eta_seconds=etas.get(proposal_id),
+            created_block=int(row.block_number),
+            status_block=int(row.block_number if transition is None else transition.block_number),
+        )
+
+    def votes(self, proposal_id: int, at: AsOf) -> list[GovernanceVote]:
+        """The votes cast on the proposal at or before the point, in chain order."""
+        table = _t["chain_votes"]
+        return [
+            GovernanceVote(
+                proposal_id=int(r.proposal_id),
+                voter=str(r.voter),
+                support=int(r.support),
+                weight=int(r.weight),
+                reason=str(r.reason),
+                params=None if r.params is None else str(r.params),
+                block_number=int(r.block_number),
+                log_index=int(r.log_index),
+            )
+            for r in self._all("chain_votes", at, table.c.proposal_id == proposal_id)
+        ]
+
+    def vote_totals(self, proposal_id: int, at: AsOf) -> dict[int, int]:
+        """Weight cast per `support` value (0 against, 1 for, 2 abstain) as of the point."""
+        totals: dict[int, int] = {}
+        for vote in self.votes(proposal_id, at):
+            totals[vote.support] = totals.get(vote.support, 0) + vote.weight
+        return totals

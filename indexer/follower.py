@@ -23,8 +23,15 @@ cannot commit. After a commit whose messages are the whole outbox, `relay` publi
 memory (`indexer.relay.relay_committed`) rather than reading them back.
 
 Blocks deeper than `reorg_window` below the head are fetched in large ranges without their
-headers; blocks within it one header each. The finalized watermark is `head - confirmations`
-(never beyond what was indexed): chain state at or below it is what joins and settlement read.
+headers; blocks within it one header each. Ranges are sized to hold about `target_range_logs`
+logs (`indexer.ranges`), and while a deep range is decoded and written, the logs of the next one
+are fetched in a background thread (the node works while we write). Only the fetch runs ahead:
+the prefetched logs are used by the next step only for exactly the range it would fetch, after
+the same header checks, and commits stay one range at a time, in order. Near the head nothing
+is fetched ahead, so a reorg there is always seen by the checks of the step that indexes it.
+
+The finalized watermark is `head - confirmations` (never beyond what was indexed): chain state
+at or below it is what joins and settlement read.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -57,7 +65,7 @@ from indexer.errors import (
     RpcError,
 )
 from indexer.lease import Lease, may_take
-from indexer.messages import ChainMessage, event_message, retraction_message, watermark_message
+from indexer.messages import ChainMessage, event_messages, retraction_message, watermark_message
 from indexer.projections import project_all
 from indexer.publisher import ChainPublisher
 from indexer.ranges import AdaptiveRange
@@ -79,6 +87,12 @@ class FollowerConfig:
     """Blocks behind the head before a block is final."""
     max_block_range: int = 2000
     """Largest eth_getLogs range."""
+    target_range_logs: int | None = 10_000
+    """Logs per range to aim for (None: ranges grow to the maximum whatever they hold)."""
+    initial_block_range: int = 20
+    """First eth_getLogs range when aiming at a log count (then fitted to the density)."""
+    prefetch: bool = True
+    """Fetch the next deep range's logs while writing the current one."""
     poll_interval_s: float = 1.0
     """Pause when caught up with the head."""
     reorg_window: int = 64
@@ -123,7 +137,17 @@ class Follower:
         self.config = config
         self.publisher = publisher
         self.chain_id = decoder.chain_id
-        self.range = AdaptiveRange(maximum=config.max_block_range)
+        self.range = AdaptiveRange(
+            maximum=config.max_block_range,
+            size=(
+                min(config.initial_block_range, config.max_block_range)
+                if config.target_range_logs is not None
+                else 0
+            ),
+            target_logs=config.target_range_logs,
+        )
+        self._prefetched: tuple[int, int, Future[list[RawLog]]] | None = None
+        self._executor: ThreadPoolExecutor | None = None
         self._lease = Lease.for_this_process()
         self._lease_version: datetime | None = None  # the lease row as we last committed it
         self._lease_expires_at = 0.0
@@ -228,13 +252,13 @@ class Follower:
         end = self.range.end(start, head)
         metrics.RANGE_SIZE.set(self.range.size)
         try:
-            logs = self.source.logs(start, end, self.decoder.addresses)
+            logs = self._logs(start, end)
         except RangeRefusedError as exc:
             if not self.range.refused(end - start + 1):
                 raise  # one block refused: nothing smaller to try, the caller retries later
             log.info("log range refused, shrinking", start=start, end=end, error=str(exc)[:200])
             return StepResult("retry", head, checkpoint.block_number)
-        self.range.succeeded(end - start + 1)
+        self.range.succeeded(end - start + 1, len(logs))
 
         tip_from = max(start, head - self.config.reorg_window + 1)
         finalized_target = self._finalized_target(head, end)
@@ -261,7 +285,42 @@ class Follower:
         if broken is not None or inconsistent_logs(logs, headers):
             log.info("chain moved during the fetch, retrying", start=start, end=end)
             return StepResult("retry", head, checkpoint.block_number)
+        self._prefetch(end + 1, head)
         return self._commit(checkpoint, head, start, end, logs, headers, tip_from, finalized_target)
+
+    def _logs(self, start: int, end: int) -> list[RawLog]:
+        """The logs of the range: those fetched ahead if they are of exactly this range."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            fetched_start, fetched_end, future = prefetched
+            if (fetched_start, fetched_end) == (start, end):
+                try:
+                    return future.result()
+                except Exception as exc:  # fetched again below, errors and all
+                    log.info("fetch ahead failed", start=start, end=end, error=str(exc)[:200])
+            else:
+                future.cancel()
+        return self.source.logs(start, end, self.decoder.addresses)
+
+    def _prefetch(self, start: int, head: int) -> None:
+        """Start fetching the logs of the range from `start` if it lies deeper than the reorg
+        window (nearer the head, each step fetches its own logs after the previous commit)."""
+        end = self.range.end(start, head)
+        if not self.config.prefetch or start > end or end > head - self.config.reorg_window:
+            return
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="indexer-prefetch")
+        future = self._executor.submit(self.source.logs, start, end, self.decoder.addresses)
+        self._prefetched = (start, end, future)
+
+    def close(self) -> None:
+        """Stop the fetch-ahead thread (stepping again starts a new one)."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None:
+            prefetched[2].cancel()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def _commit(
         self,
@@ -279,12 +338,12 @@ class Follower:
             events, undecoded = self.decoder.decode_all(logs, timestamps)
             watermark = self._watermark(checkpoint, finalized_target, headers)
             kept = [h for n, h in headers.items() if start <= n and (n >= tip_from or n == end)]
-            messages = [event_message(e) for e in events]
+            messages, payloads = event_messages(events)
             if watermark is not None:
                 messages.append(watermark_message(watermark))
             new_finalized = watermark or checkpoint.finalized
             with self._unit_of_work() as store:
-                store.add_events(events)
+                store.add_events(events, payloads)
                 store.add_projection_rows(project_all(events))
                 store.add_raw_logs(undecoded)
                 store.add_blocks(kept, finalized_target)
@@ -438,6 +497,7 @@ class Follower:
         try:
             self._loop(stop, stop_at_head, on_step)
         finally:
+            self.close()
             try:
                 self.release_lease()
             except SQLAlchemyError as exc:  # the lease then expires on its own

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,6 +22,11 @@ from indexer.errors import PublishError
 from indexer.messages import TYPE_HEADER, ChainMessage
 
 log = structlog.get_logger(__name__)
+
+
+def _count_published(messages: Sequence[ChainMessage]) -> None:
+    for message_type, count in Counter(m.message_type for m in messages).items():
+        metrics.PUBLISHED.labels(message_type).inc(count)
 
 
 class ChainPublisher(Protocol):
@@ -51,8 +57,7 @@ class MemoryChainPublisher:
             for message in messages:
                 for subscriber in self.subscribers:
                     subscriber(message)
-        for message in messages:
-            metrics.PUBLISHED.labels(message.message_type).inc()
+        _count_published(messages)
 
     def close(self) -> None:
         """Nothing to release."""
@@ -146,8 +151,7 @@ class KafkaChainPublisher:
                 future.get(timeout=0)
         except (KafkaError, OSError, AssertionError) as exc:
             raise PublishError(f"kafka publish failed: {exc}") from exc
-        for m in messages:
-            metrics.PUBLISHED.labels(m.message_type).inc()
+        _count_published(messages)
 
     def close(self) -> None:
         """Flush and close the producer."""

@@ -4,6 +4,12 @@ Pure: the follower tells it what happened, it answers with the next size. Growth
 multiplicative (x2) up to the configured maximum, so a sparse backfill quickly reaches large
 ranges; a refusal halves it (down to one block), so a dense stretch is walked in small steps
 and the size recovers after it.
+
+With `target_logs`, the size also follows the density of the logs: a range that returned more
+logs than the target shrinks the next one to what would have held about the target, and growth
+stops there. A dense backfill then commits in ranges of about `target_logs` events (bounded
+memory and transactions, and ranges small enough for the follower to fetch the next one while
+it writes this one); a sparse one still reaches the maximum.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ class AdaptiveRange:
     maximum: int
     size: int = 0
     minimum: int = 1
+    target_logs: int | None = None
 
     def __post_init__(self) -> None:
         if self.maximum < self.minimum:
@@ -30,8 +37,16 @@ class AdaptiveRange:
         """The last block of the next range from `start`, not beyond `limit`."""
         return min(start + self.size - 1, limit)
 
-    def succeeded(self, blocks: int) -> None:
-        """A range of `blocks` blocks was answered: grow (only if the range was full-size)."""
+    def succeeded(self, blocks: int, logs: int | None = None) -> None:
+        """A range of `blocks` blocks was answered (with `logs` logs, if known): grow (only if
+        the range was full-size), or with a log target, fit the size to the logs' density."""
+        if self.target_logs is not None and logs is not None and blocks > 0:
+            fit = max(self.minimum, blocks * self.target_logs // max(logs, 1))
+            if logs > self.target_logs:
+                self.size = min(self.size, fit)
+            elif blocks >= self.size:
+                self.size = min(self.maximum, self.size * 2, max(fit, self.size))
+            return
         if blocks >= self.size:
             self.size = min(self.maximum, self.size * 2)
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from indexer.blocks import BlockHeader
-from indexer.bulk import bulk_insert
+from indexer.bulk import JsonText, bulk_insert
 from indexer.checkpoint import Checkpoint, component_name
 from indexer.decoding import Undecoded
 from indexer.lease import Lease, lease_name
@@ -177,8 +177,13 @@ class IndexerStore:
 
     # --- events, projections, raw logs ---------------------------------------------------------
 
-    def add_events(self, events: Sequence[ChainEvent]) -> None:
-        """Insert decoded events (`chain_events`)."""
+    def add_events(
+        self, events: Sequence[ChainEvent], payloads: Sequence[str] | None = None
+    ) -> None:
+        """Insert decoded events (`chain_events`); `payloads`, when given, are the JSON texts
+        of their payloads (`indexer.messages.encoded_event`), so they are not dumped again."""
+        if payloads is None:
+            payloads = [JsonText(e.payload.model_dump_json()) for e in events]
         rows = [
             {
                 "event_id": e.event_id,
@@ -190,10 +195,10 @@ class IndexerStore:
                 "log_index": e.log_index,
                 "contract": e.contract,
                 "kind": e.kind,
-                "payload": e.payload.model_dump(mode="json"),
+                "payload": JsonText(payload),
                 "removed": False,
             }
-            for e in events
+            for e, payload in zip(events, payloads, strict=True)
         ]
         bulk_insert(self.connection, _events, rows)
 

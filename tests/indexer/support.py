@@ -120,18 +120,37 @@ def fund_stakers(system: System, chain: ChainHarness, stakers: list[LocalAccount
         token.approve(staker, system.staking.address, 2**255)
 
 
-def governance_round(system: System, chain: ChainHarness, model_id: int, split: Split) -> None:
+@dataclass(frozen=True)
+class GovernanceRound:
+    """A proposal taken through its round, and the block of each of its steps."""
+
+    proposal: Proposal
+    proposal_id: int
+    proposed: int
+    voted: int
+    queued: int
+    executed: int
+
+
+def governance_round(
+    system: System, chain: ChainHarness, model_id: int, split: Split
+) -> GovernanceRound:
     """A full proposal round that sets the model's policy (propose, vote, queue, execute)."""
     g, a = system.governor, chain.actors
     calldata = system.royalty_policy.encode_set_policy(model_id, split)
     proposal = Proposal((system.royalty_policy.address,), (calldata,), f"policy {model_id} {split}")
     proposal_id = g.propose(a.deployer, proposal)
+    proposed = chain.w3.eth.block_number
     chain.mine(g.voting_delay() + 1)
     g.cast_vote(a.deployer, proposal_id, VoteType.FOR, "for the contributors")
+    voted = chain.w3.eth.block_number
     chain.mine(g.proposal_deadline(proposal_id) - chain.w3.eth.block_number + 1)
     g.queue(a.deployer, proposal)
+    queued = chain.w3.eth.block_number
     chain.advance_time(system.timelock.min_delay())
     g.execute(a.deployer, proposal)
+    executed = chain.w3.eth.block_number
+    return GovernanceRound(proposal, proposal_id, proposed, voted, queued, executed)
 
 
 def scripted_history(system: System, chain: ChainHarness) -> History:

@@ -145,3 +145,18 @@ def _held(**changes: Any) -> Lease:
 )
 def test_who_may_take_the_lease(held: Lease | None, alive: bool, allowed: bool) -> None:
     assert may_take(held, ME, now=999.5, alive=lambda _pid: alive) is allowed
+
+
+def test_range_fits_the_log_target() -> None:
+    r = AdaptiveRange(maximum=2000, size=100, target_logs=1000)
+    r.succeeded(100, 4000)  # 40 logs a block: 25 blocks hold the target
+    assert r.size == 25
+    r.succeeded(25, 1000)  # on target: stays
+    assert r.size == 25
+    r.succeeded(25, 10)  # sparse: grows, at most twice as large
+    assert r.size == 50
+    for _ in range(10):
+        r.succeeded(r.size, 0)
+    assert r.size == 2000
+    r.succeeded(10, 0)  # a short (final) range says nothing
+    assert r.size == 2000
