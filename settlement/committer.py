@@ -46,7 +46,7 @@ from settlement.chain.distributor import EpochStatus as ChainEpochStatus
 from settlement.chain.errors import ChainUnavailableError, TransactionTimeoutError
 from settlement.chain.reverts import to_revert_error
 from settlement.chain.tokens import ERC20Token
-from settlement.errors import InvariantViolation
+from settlement.errors import InvariantViolation, RetryableError
 from settlement.store import EpochStore, StoredEpoch, StoredTx, hex32
 
 log = structlog.get_logger("royalty.settler")
@@ -61,6 +61,10 @@ _BENIGN_SEND_ERRORS = ("already known", "known transaction", "nonce too low", "a
 
 class CommitConflictError(InvariantViolation):
     """The chain holds a different root for an epoch than the one computed: never overwritten."""
+
+
+class AwaitingConfirmations(RetryableError):  # noqa: N818 - a state, retried by the settler
+    """The commit is mined but not yet buried under the confirmation depth."""
 
 
 class CommitFailedError(InvariantViolation):
@@ -104,9 +108,15 @@ class Committer:
         account: LocalAccount,
         *,
         receipt_timeout_s: float = 120.0,
+        confirmations: int = 0,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
+        if confirmations < 0:
+            raise ValueError("confirmations must be >= 0")
         self.engine = engine
+        self.confirmations = confirmations
+        """Blocks a commit must be buried under before the epoch counts as committed: the
+        indexer's confirmation depth, so a reorg cannot undo a commit the database keeps."""
         self.distributor = distributor
         self.account = account
         self.client = distributor.client
@@ -152,6 +162,7 @@ class Committer:
         except _CommittedMeanwhile as exc:
             return self._already_committed(epoch, exc.info)
         crash_point("after_record")
+        self._confirmed(epoch.id, receipt)
         info = self.epoch_info(epoch.id)
         self._check_root(epoch, info)
         return CommitRecord(
@@ -160,6 +171,22 @@ class Committer:
             claimable_at=int(info.claimable_at),
             gas_used=int(receipt["gasUsed"]),
         )
+
+    def _confirmed(self, epoch: int, receipt: TxReceipt) -> None:
+        """Raise `AwaitingConfirmations` until `receipt`'s block is `confirmations` deep and
+        still the chain's block at its height (retried at the next step)."""
+        if self.confirmations == 0:
+            return
+        block = int(receipt["blockNumber"])
+        head = self.w3.eth.block_number
+        canonical = self.w3.eth.get_block(block)["hash"]
+        if bytes(canonical) != bytes(receipt["blockHash"]):
+            raise AwaitingConfirmations(f"epoch {epoch}: commit block {block} was reorganised")
+        if head - block < self.confirmations:
+            raise AwaitingConfirmations(
+                f"epoch {epoch}: commit in block {block}, {head - block} of "
+                f"{self.confirmations} confirmations"
+            )
 
     def _check_root(self, epoch: StoredEpoch, info: EpochInfo) -> None:
         if hex32(info.root) != epoch.root:
@@ -189,6 +216,7 @@ class Committer:
                 found = receipt
         if found is None:
             found = self._commit_log_receipt(epoch.id)
+        self._confirmed(epoch.id, found)
         log.info("epoch already committed on chain", epoch=epoch.id, root=epoch.root)
         return CommitRecord(
             tx_hash=hex32(bytes(found["transactionHash"])),
@@ -235,11 +263,22 @@ class Committer:
     def _drive(self, epoch: StoredEpoch, kind: str, call: TxParams) -> TxReceipt:
         """The successful receipt of the epoch's `kind` transaction, re-using a recorded one."""
         for tx in self._txs(epoch.id, kind):
+            vanished = False
             if tx.state == "mined":
                 receipt = self._receipt(tx.tx_hash)
                 if receipt is not None and receipt["status"] == 1:
                     return receipt
-            if tx.state not in _LIVE:
+                # Mined, then gone: a reorg dropped its block. The same signed transaction
+                # (same nonce, same hash) goes out again; nothing new is signed for it.
+                vanished = receipt is None
+                if vanished:
+                    log.warning(
+                        "mined transaction no longer on the chain (reorg); re-sending it",
+                        epoch=epoch.id,
+                        kind=kind,
+                        tx=tx.tx_hash,
+                    )
+            if tx.state not in _LIVE and not vanished:
                 continue
             receipt = self._advance(tx)
             if receipt is not None:

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from schemas.epoch import EpochStatus
 from schemas.tables import metadata
-from settlement.committer import Committer, chain_verdict
+from settlement.committer import AwaitingConfirmations, Committer, chain_verdict
 from settlement.errors import InvariantViolation, RetryableError
 from settlement.store import (
     DONE_COMPUTING,
@@ -247,6 +247,9 @@ class Settler:
         try:
             self._commit_due(report)
             self._settle_windows(report)
+        except AwaitingConfirmations as exc:
+            report.retry = str(exc)
+            log.info("waiting for the commit's confirmations", detail=str(exc))
         except RetryableError as exc:
             report.retry = str(exc)
             log.warning("settler step stopped early, retrying next step", error=str(exc))

@@ -74,7 +74,11 @@ def build_settler(
         if not distributor.has_role(SETTLER_ROLE, account.address):
             log.warning("the settler key lacks SETTLER_ROLE", account=account.address)
         committer = Committer(
-            engine, distributor, account, receipt_timeout_s=epochs.receipt_timeout_s
+            engine,
+            distributor,
+            account,
+            receipt_timeout_s=epochs.receipt_timeout_s,
+            confirmations=settings.chain.confirmations,
         )
     else:
         log.warning("no chain.settler_private_key: epochs are computed but not committed")

@@ -15,7 +15,7 @@ from schemas.tables import metadata
 from schemas.usage import UsageData, UsageEvent, encode_usage_event
 from settlement.chain import System
 from settlement.chain.distributor import EpochStatus as ChainStatus
-from settlement.committer import CommitConflictError
+from settlement.committer import CommitConflictError, Committer
 from settlement.settler import REGISTRY
 from settlement.store import ZERO_HASH, EpochStore, hex32
 from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrualStore
@@ -306,3 +306,44 @@ def test_a_commit_whose_nonce_was_taken_is_signed_again(world: World) -> None:
     ]
     assert commits[1]["nonce"] == stale.nonce + 1
     assert [log["epoch"] for log in _commit_logs(world)] == [0]
+
+
+def test_a_commit_counts_only_once_confirmed_and_survives_a_reorg(world: World) -> None:
+    """With a confirmation depth, an epoch is committed only once its commit is buried; a
+    reorg that drops the commit's block gets the same signed transaction sent again."""
+    world.accrue(0, [(1, 3), (5, 4)])
+    world.accrue(1, [(LATENESS_S, 1)])
+    world.advance_to(world.clock.end_of(0) + 1)
+    settler = world.settler()
+    settler.committer = Committer(
+        world.engine,
+        world.system.royalty_distributor,
+        world.actors.settler,
+        receipt_timeout_s=30,
+        confirmations=3,
+    )
+    report = settler.step()
+    assert report.computed == [0]
+    assert report.committed == []  # mined, not yet 3 blocks deep
+    assert report.retry is not None
+    assert "confirmations" in report.retry
+    assert epoch_rows(world.engine)[0]["status"] == "computed"
+    (first,) = [t for t in rows(world.engine, "settlement_txs") if t["kind"] == "commit"]
+    assert first["state"] == "mined"
+
+    # The commit's block is reorganised away (with empty blocks in its place).
+    depth = world.chain.w3.eth.block_number - int(first["block_number"]) + 1
+    world.chain.anvil.rpc("anvil_reorg", [depth, []])
+    assert world.system.royalty_distributor.epoch_info(0).root == bytes(32)
+    report = settler.step()  # re-sends the very same signed transaction
+    assert report.committed == []
+    world.chain.mine(3)
+    report = settler.step()
+    assert report.committed == [0]
+    commits = [t for t in rows(world.engine, "settlement_txs") if t["kind"] == "commit"]
+    assert [t["tx_hash"] for t in commits] == [first["tx_hash"]]
+    assert [log["epoch"] for log in _commit_logs(world)] == [0]
+    epoch = epoch_rows(world.engine)[0]
+    assert epoch["status"] == "committed"
+    assert epoch["tx_hash"] == first["tx_hash"]
+    assert hex32(world.system.royalty_distributor.epoch_info(0).root) == epoch["root"]
