@@ -129,7 +129,27 @@ class KafkaUsagePublisher:
             if not future.succeeded():
                 break
             acked += 1
+        if acked < len(records):
+            self._replace(producer)
         return acked
+
+    def _replace(self, producer: Any) -> None:
+        """Drop a producer that failed a batch; the next `probe()` builds a fresh one.
+
+        After a broker restart, kafka-python's idempotent producer can keep timing out every
+        batch (its producer id reset under records of the old one); a fresh producer gets a
+        new id. Records the old one still held are in the spool: a resend may duplicate an
+        event, never lose it (duplicates are removed downstream by id).
+        """
+        with self._lock:
+            if self._producer is not producer:
+                return
+            self._producer = None
+        log.warning("kafka producer replaced after an incomplete batch")
+        try:
+            producer.close(timeout=0)
+        except (KafkaError, AssertionError) as exc:
+            log.debug("closing the failed producer", error=str(exc))
 
     def flush(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for everything queued to be acked or failed."""

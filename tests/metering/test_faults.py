@@ -52,13 +52,19 @@ def _metric(url: str, name: str) -> float:
     raise AssertionError(f"metric {name} not exported")
 
 
+@pytest.mark.parametrize("outage", ["stop", "kill"])
 def test_kafka_stopped_during_traffic_loses_nothing(
-    node: MeteringNode, kafka_broker: KafkaBroker
+    node: MeteringNode, kafka_broker: KafkaBroker, outage: str
 ) -> None:
+    """A clean broker stop, or a SIGKILL (after which kafka-python's idempotent producer can
+    time out every batch until it is replaced): the spool drains once the broker is back."""
     key = node.key(101)
     with running_gateway(node) as gw:
         before = _acked_ids(asyncio.run(_traffic(gw.url, key, 40)))
-        kafka_broker.stop()
+        if outage == "stop":
+            kafka_broker.stop()
+        else:
+            kafka_broker.kill()
         try:
             # Kafka is down: these are acknowledged once fsync'd in the spool.
             during = _acked_ids(asyncio.run(_traffic(gw.url, key, 60)))
