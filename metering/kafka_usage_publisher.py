@@ -141,13 +141,15 @@ class KafkaUsagePublisher:
         new id. Records the old one still held are in the spool: a resend may duplicate an
         event, never lose it (duplicates are removed downstream by id).
         """
+        failed: Any = producer
         with self._lock:
-            if self._producer is not producer:
+            current: Any = self._producer
+            if current is not failed:
                 return
             self._producer = None
         log.warning("kafka producer replaced after an incomplete batch")
         try:
-            producer.close(timeout=0)
+            failed.close(timeout=0)
         except (KafkaError, AssertionError) as exc:
             log.debug("closing the failed producer", error=str(exc))
 
