@@ -313,6 +313,28 @@ def worker_service(
     )
 
 
+def settler_service(
+    root: Path, env: dict[str, str], settler_key: str, epoch_s: int, genesis: int
+) -> Service:
+    """`royalty settle` (the loop), committing with the settler's key."""
+    senv = dict(env)
+    senv.update(
+        ROYALTY_CHAIN_SETTLER_PRIVATE_KEY=settler_key,
+        ROYALTY_EPOCH_LENGTH_S=str(epoch_s),
+        ROYALTY_EPOCH_GENESIS_S=str(genesis),
+        ROYALTY_EPOCH_ALLOWED_LATENESS_S="2",
+        ROYALTY_EPOCH_WALL_CLOCK_WATERMARK="true",
+        ROYALTY_EPOCH_SETTLE_INTERVAL_S="1",
+        ROYALTY_EPOCH_RECEIPT_TIMEOUT_S="20",
+    )
+    return Service(
+        "settler",
+        [sys.executable, "-m", "royalty.cli", "settle", "--interval", "1"],
+        senv,
+        root / "settler.log",
+    )
+
+
 def register_world(system: System, chain: ChainHarness) -> dict[str, list[tuple[int, int]]]:
     """Two models, four licenses, three stakers: what the traffic bills and settles."""
     from tests.indexer.support import fund_stakers
@@ -329,7 +351,10 @@ def register_world(system: System, chain: ChainHarness) -> dict[str, list[tuple[
         (nft.mint(a.operator, 2, a.carol.address, 40_000_000 * 10**3), 2),
         (nft.mint(a.operator, 2, a.alice.address, 35_000_000 * 10**3), 2),
     ]
+    from settlement.chain import demo_token
+
     fund_stakers(system, chain, [a.alice, a.bob, a.carol])
+    demo_token(chain.client, system.manifest).mint(a.deployer, a.settler.address, 10**30)
     staking.stake(a.alice, 1, 3 * 10**18)
     staking.stake(a.bob, 1, 7 * 10**18)
     staking.stake(a.carol, 2, 5 * 10**18)

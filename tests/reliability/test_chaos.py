@@ -27,9 +27,12 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from deploy.local import Anvil, KafkaBroker, TritonServer
+from indexer.asof import ChainState
 from schemas import migrate
 from schemas.engine import create_engine
 from schemas.tables import metadata
+from settlement.chain import System
+from settlement.verify import verify_epoch
 from tests.contracts.contract_helpers import (
     ChainHarness,
     connect_fast,
@@ -45,6 +48,7 @@ from tests.reliability.pipeline import (
     gateway_service,
     indexer_service,
     register_world,
+    settler_service,
     worker_service,
     write_metering_files,
 )
@@ -70,6 +74,97 @@ def _billed_ids(url: str) -> list[str]:
     try:
         with engine.connect() as connection:
             return [str(r[0]) for r in connection.execute(sa.select(_t["accruals"].c.usage_id))]
+    finally:
+        engine.dispose()
+
+
+def _settled_and_verified(url: str, system: System, deadline: float) -> list[int]:
+    """Wait for every epoch holding usage to be committed, then check settlement end to end."""
+    engine = create_engine(url, poolclass=NullPool)
+    accruals, epochs = _t["accruals"], _t["epochs"]
+    try:
+        while True:
+            with engine.connect() as c:
+                last = c.execute(sa.select(sa.func.max(accruals.c.epoch))).scalar_one()
+                statuses = {
+                    int(i): str(st)
+                    for i, st in c.execute(
+                        sa.select(epochs.c.id, epochs.c.status).where(epochs.c.id <= last)
+                    )
+                }
+                unsettled = c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(accruals)
+                    .where(accruals.c.settled_epoch.is_(None))
+                ).scalar_one()
+            done = all(s in ("committed", "claimable") for s in statuses.values())
+            if statuses and done and unsettled == 0:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"epochs not settled: {statuses}, unsettled {unsettled}")
+            time.sleep(1.0)
+        # The indexer must have finalized the commits too: verify reads their events.
+        with engine.connect() as c:
+            newest = c.execute(sa.select(sa.func.max(epochs.c.block_number))).scalar_one()
+        while newest is not None:
+            with engine.connect() as c:
+                mark = ChainState(c, system.manifest.chain_id).watermark()
+            if mark is not None and mark.block_number >= newest:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("the indexer did not finalize the commits")
+            time.sleep(0.5)
+        distributor = system.royalty_distributor
+        committed = distributor.contract.events.EpochCommitted().get_logs(from_block=0)
+        commits = Counter(int(log["args"]["epoch"]) for log in committed)
+        checked = []
+        carries: dict[str, int] = {}
+        with engine.connect() as c:
+            assert (
+                c.execute(
+                    sa.select(sa.func.count())
+                    .select_from(accruals)
+                    .where(accruals.c.settled_epoch < accruals.c.epoch)
+                ).scalar_one()
+                == 0
+            ), "an accrual billed before its own epoch"
+            for row in c.execute(sa.select(epochs).order_by(epochs.c.id)):
+                if row.root is None:
+                    break
+                fees = sum(
+                    int(f)
+                    for (f,) in c.execute(
+                        sa.select(accruals.c.fee_e6).where(accruals.c.settled_epoch == row.id)
+                    )
+                )
+                out = {
+                    str(a): int(v)
+                    for a, v in c.execute(
+                        sa.select(
+                            _t["recipient_carries"].c.account, _t["recipient_carries"].c.carry_e6
+                        ).where(_t["recipient_carries"].c.epoch_id == row.id)
+                    )
+                }
+                assert fees == int(row.fees_e6)
+                assert fees + sum(carries.values()) == 10**6 * int(row.total) + sum(out.values())
+                carries = {**carries, **out}
+                if row.tx_hash is None:
+                    assert int(row.total) == 0
+                    continue
+                assert commits[int(row.id)] == 1, f"epoch {row.id} committed {commits[row.id]}x"
+                info = distributor.epoch_info(int(row.id))
+                assert "0x" + info.root.hex() == row.root
+                assert info.total == int(row.total)
+                report = verify_epoch(
+                    c,
+                    chain_id=system.manifest.chain_id,
+                    distributor=distributor.address,
+                    epoch=int(row.id),
+                    read_chain=distributor.epoch_info,
+                )
+                assert report.ok, report.failures
+                checked.append(int(row.id))
+        return checked
     finally:
         engine.dispose()
 
@@ -105,7 +200,10 @@ def test_chaos_every_success_billed_once(
             worker_service(tmp_path, env, i, ring, system.manifest.chain_id, EPOCH_S, genesis)
             for i in range(2)
         ]
-        services += [gateway, indexer, *workers]
+        settler = settler_service(
+            tmp_path, env, "0x" + bytes(actors.settler.key).hex(), EPOCH_S, genesis
+        )
+        services += [gateway, indexer, *workers, settler]
         for service in services:
             service.start()
         traffic = Traffic(lambda: url, keys).start()
@@ -114,8 +212,9 @@ def test_chaos_every_success_billed_once(
         deadline = time.monotonic() + CHAOS_S
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(2.0, 5.0))
-            fault = rng.choice(["gateway", "broker", "worker", "indexer", "reorg"])
+            fault = rng.choice(["gateway", "broker", "worker", "indexer", "settler", "reorg"])
             faults[fault] += 1
+            print(f"[chaos] t+{CHAOS_S - (deadline - time.monotonic()):.0f}s {fault}", flush=True)
             if fault == "gateway":
                 gateway.kill()
                 time.sleep(rng.uniform(0.1, 1.0))
@@ -133,6 +232,10 @@ def test_chaos_every_success_billed_once(
                 indexer.kill()
                 time.sleep(rng.uniform(0.1, 1.0))
                 indexer.start()
+            elif fault == "settler":
+                settler.kill()
+                time.sleep(rng.uniform(0.1, 1.0))
+                settler.start()
             else:
                 clock.reorg(rng.randint(1, CONFIRMATIONS - 1))
         traffic.stop()
@@ -153,7 +256,7 @@ def test_chaos_every_success_billed_once(
 
         # --- invariants ---------------------------------------------------------------------
         missing = succeeded - set(billed)
-        assert not missing, f"{len(missing)} successful inferences never billed"
+        assert not missing, f"{len(missing)} successful inferences never billed ({dict(faults)})"
         assert len(billed) == len(set(billed)), "a usage id billed twice"
         unsigned = _scalar(
             pg_url,
@@ -162,6 +265,7 @@ def test_chaos_every_success_billed_once(
             .where(_t["accruals"].c.usage_id.notin_(sa.select(_t["usage_events"].c.usage_id))),
         )
         assert unsigned == 0
+        epochs_checked = _settled_and_verified(pg_url, system, drain_deadline + 120)
         extra = len(set(billed) - succeeded)
         letters = _scalar(pg_url, sa.select(sa.func.count()).select_from(_t["dead_letters"]))
         print(
@@ -171,7 +275,10 @@ def test_chaos_every_success_billed_once(
             f"  client outcomes: {dict(traffic.outcomes)}\n"
             f"  successful inferences: {len(succeeded)}, billed: {len(billed)} "
             f"(of which {extra} whose response the client never got), dead letters: {letters}\n"
-            "  invariants: every success billed once; no unsigned billing"
+            f"  epochs committed and verified: {epochs_checked}\n"
+            "  invariants: every success billed once; no unsigned billing; every accrual settled "
+            "in one epoch; fees = payouts + carries per epoch; one commit per epoch on-chain, "
+            "equal to the database; every epoch verified from public inputs"
         )
     finally:
         if traffic is not None:
