@@ -136,6 +136,70 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Settlement",
+        (
+            Panel(
+                "Epochs by status",
+                (("{{status}}", "sum by (status) (royalty_settlement_epochs)"),),
+            ),
+            Panel(
+                "Last committed epoch",
+                (("committed", "max(royalty_settlement_last_committed_epoch)"),),
+            ),
+            Panel(
+                "Commit time p50 / p99 (approve, commit, receipts)",
+                (
+                    (
+                        "p50",
+                        "histogram_quantile(0.5, sum by (le) "
+                        "(rate(royalty_settlement_commit_seconds_bucket[1h])))",
+                    ),
+                    (
+                        "p99",
+                        "histogram_quantile(0.99, sum by (le) "
+                        "(rate(royalty_settlement_commit_seconds_bucket[1h])))",
+                    ),
+                ),
+                "s",
+            ),
+        ),
+    ),
+    (
+        "Claims API",
+        (
+            Panel(
+                "Requests/s by status",
+                (("{{status}}", "sum by (status) (rate(royalty_api_requests_total[1m]))"),),
+                "reqps",
+            ),
+            Panel(
+                "Latency p99 by route",
+                (
+                    (
+                        "{{route}}",
+                        "histogram_quantile(0.99, sum by (le, route) "
+                        "(rate(royalty_api_request_seconds_bucket[5m])))",
+                    ),
+                ),
+                "s",
+            ),
+            Panel(
+                "Rate-limited and server errors/s",
+                (
+                    (
+                        "429",
+                        'sum(rate(royalty_api_requests_total{status="429"}[5m]))',
+                    ),
+                    (
+                        "5xx",
+                        'sum(rate(royalty_api_requests_total{status=~"5.."}[5m]))',
+                    ),
+                ),
+                "reqps",
+            ),
+        ),
+    ),
 )
 
 
