@@ -20,7 +20,9 @@ def test_committed_schema_files_are_up_to_date() -> None:
 def test_schema_files_are_stable_json() -> None:
     for filename, content in rendered().items():
         document = json.loads(content)
-        assert content == json.dumps(document, indent=2, sort_keys=True) + "\n", filename
+        assert (
+            content == json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        ), filename
         assert document["$schema"] == "https://json-schema.org/draft/2020-12/schema"
         assert document["additionalProperties"] is False
 

@@ -32,6 +32,8 @@ st_db = settler_support.st_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 REPO = Path(__file__).resolve().parents[2]
+CONFIRMATIONS = 2
+"""The settler's confirmation depth here: a commit counts once this many blocks are on top."""
 
 
 @pytest.fixture
@@ -48,6 +50,7 @@ def _settle_once(world: World, tmp_path: Path, crash_at: str | None) -> int:
     env.update(
         ROYALTY_DATA_DIR=str(tmp_path / "data"),
         ROYALTY_CHAIN_SETTLER_PRIVATE_KEY="0x" + bytes(world.actors.settler.key).hex(),
+        ROYALTY_CHAIN_CONFIRMATIONS=str(CONFIRMATIONS),
     )
     if crash_at is not None:
         env[CRASH_ENV] = crash_at
@@ -86,6 +89,10 @@ def test_commit_survives_a_kill(world: World, tmp_path: Path, crash_at: str) -> 
     assert signed["state"] == ("mined" if crash_at == "after_record" else "signed")
     assert epoch_rows(world.engine)[0]["status"] == "computed"
 
+    # The restart sends (or finds) the one signed commit; it counts once buried.
+    assert _settle_once(world, tmp_path, None) == 0
+    assert epoch_rows(world.engine)[0]["status"] == "computed"
+    world.chain.mine(CONFIRMATIONS)
     assert _settle_once(world, tmp_path, None) == 0
     epoch = epoch_rows(world.engine)[0]
     assert epoch["status"] == "committed"
