@@ -224,9 +224,11 @@ class KeyRing(Mapping[str, VerificationKey]):
             [retired if k.keyid == keyid else k for k in self._keys.values()], self.backend
         )
 
-    def verify(self, event: UsageEvent) -> None:
+    def verify(self, event: UsageEvent, payload: bytes | None = None) -> None:
         """Return if `event` carries a good signature under a key of this ring that was not
-        retired at the event's time; raise `BadSignature` with the reason otherwise."""
+        retired at the event's time; raise `BadSignature` with the reason otherwise.
+
+        `payload` is `signing_payload(event)` when the caller has already computed it."""
         if event.signature is None or event.keyid is None:
             raise BadSignature(f"event {event.id}: unsigned (no signature or keyid)")
         key = self._keys.get(event.keyid)
@@ -235,7 +237,9 @@ class KeyRing(Mapping[str, VerificationKey]):
         if key.not_after is not None and event.unix_time > key.not_after:
             raise BadSignature(f"event {event.id}: key {key.keyid} retired before the event")
         signature = bytes.fromhex(event.signature[2:])
-        if not self.verify_bytes(key.keyid, signing_payload(event), signature):
+        if payload is None:
+            payload = signing_payload(event)
+        if not self.verify_bytes(key.keyid, payload, signature):
             raise BadSignature(f"event {event.id}: signature does not verify")
 
     def verify_bytes(self, keyid: str, message: bytes, signature: bytes) -> bool:

@@ -16,7 +16,7 @@ reinterpretation of `v1`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from schemas.base import Record
@@ -24,7 +24,9 @@ from schemas.cloudevents import JSON_CONTENT_TYPE, SPECVERSION, EventId, ShortTe
 from schemas.codec import canonical_json, decode, encode
 from schemas.evm import HexData
 from schemas.money import PositiveUint64, Uint64, Uint256
-from schemas.timestamps import UtcDatetime, unix_seconds
+from schemas.timestamps import UNIX_EPOCH, UtcDatetime
+
+_SECOND = timedelta(seconds=1)
 
 USAGE_EVENT_TYPE = "ai.royalty.usage.v1"
 
@@ -66,8 +68,9 @@ class UsageEvent(Record):
 
     @property
     def unix_time(self) -> int:
-        """The event time in unix seconds, rounded down."""
-        return unix_seconds(self.time)
+        """The event time in unix seconds, rounded down (`unix_seconds(self.time)`, in exact
+        integer arithmetic on the aware UTC instant)."""
+        return (self.time - UNIX_EPOCH) // _SECOND
 
     @classmethod
     def create(

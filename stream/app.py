@@ -20,10 +20,12 @@ Delivery guarantees, and why:
   and the events held for the chain) is a row of `checkpoints`, written in the SAME transaction
   as that batch's usage ids, accruals and dead letters. On assignment the worker seeks every
   partition to its checkpoint + 1 and ignores Kafka's committed offsets, which it commits only
-  so that lag tools work. A crash anywhere rolls back the batch; the restart re-reads exactly
-  the undecided messages. The checkpoint write is compare-and-set, so a worker that lost its
-  partition in a rebalance cannot commit over the new owner; and `ON CONFLICT (usage_id) DO
-  NOTHING` plus the unique constraints remain the last line against billing an id twice.
+  so that lag tools work. The partition batches of one poll share one transaction (one commit,
+  one producer flush), each with its own checkpoint row. A crash anywhere rolls back the
+  batch; the restart re-reads exactly the undecided messages. The checkpoint write is
+  compare-and-set, so a worker that lost its partition in a rebalance cannot commit over the
+  new owner; and `ON CONFLICT (usage_id) DO NOTHING` plus the unique constraints remain the
+  last line against billing an id twice.
 - **Topics `accruals` / `usage.dead-letter`: at least once.** A batch's outputs are produced
   and acknowledged (`acks=all`, idempotent producer) *before* its database commit, so none is
   lost; a crash between the two re-produces them. Consumers dedupe on the usage id (the
@@ -38,22 +40,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from metering.keyfiles import load_key_ring
@@ -62,7 +66,7 @@ from schemas.accrual import kafka_key as accrual_key
 from schemas.codec import encode
 from schemas.engine import create_engine
 from stream.epochs import EpochClock
-from stream.errors import CheckpointConflict
+from stream.errors import BrokerUnavailable, CheckpointConflict
 from stream.partition_batch import (
     Message,
     PartitionOutcome,
@@ -84,6 +88,29 @@ DECIDED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+PRODUCER_SETTINGS: dict[str, Any] = {
+    "acks": "all",
+    "enable_idempotence": True,
+    # Every batch ends with `flush()`, which sends at once: the linger only lets a whole
+    # batch's outputs share a few large record batches (one per partition) instead of a new
+    # small one, a sender wake-up and a request every few dozen messages.
+    "linger_ms": 1_000,
+    "batch_size": 1024 * 1024,
+    "max_request_size": 8 * 1024 * 1024,
+}
+"""The output producer's settings (both engines): acknowledged by all replicas, idempotent."""
+
+CHECK_USAGE_CRCS = importlib.util.find_spec("crc32c") is not None
+"""Whether the usage consumer checks record batch CRCs: only with the C `crc32c` module, since
+kafka-python's pure-Python CRC-32C costs more per event than the whole join. Without it the
+check is left to the broker (it validates every batch it accepts) and TCP, and every usage
+event still carries its own signature: a payload damaged on the way fails verification and
+is dead-lettered, never billed. The small `chain` topic is always checked."""
+
+_FETCH_MAX_BYTES = 64 * 1024 * 1024
+_PARTITION_FETCH_BYTES = 8 * 1024 * 1024
+"""Fetch sizes: a batch of `max_records` usage events (~0.5 KiB each) in one round trip."""
+
 FINALIZED_BLOCK = Gauge(
     "royalty_stream_chain_finalized_block", "Newest finalized block folded in.", registry=REGISTRY
 )
@@ -113,6 +140,54 @@ class WorkerConfig:
     """Static group membership: a worker restarted with the same id gets its partitions back
     at once instead of waiting for the session of its dead predecessor to time out."""
     session_timeout_ms: int = 10_000
+    connect_timeout_s: float = 120.0
+    """How long `start()` keeps retrying, with backoff, while the broker is unreachable."""
+
+
+_UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList)
+"""What a client raises while no broker answers: retried until the start deadline."""
+
+_BACKOFF_S = (0.1, 5.0)
+"""First and longest pause between two attempts to reach the broker."""
+
+T = TypeVar("T")
+
+
+def until_reachable(what: str, deadline: float, attempt: Callable[[float], T]) -> T:
+    """`attempt(seconds_left)` until it stops failing for want of a broker, with exponential
+    backoff; `BrokerUnavailable` naming `what` and the last error once `deadline` (a
+    `time.monotonic()` instant) has passed."""
+    delay = _BACKOFF_S[0]
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise BrokerUnavailable(f"Kafka unreachable: could not {what} before the deadline")
+        try:
+            return attempt(left)
+        except _UNREACHABLE as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BrokerUnavailable(
+                    f"Kafka unreachable: could not {what} before the deadline ({exc!r})"
+                ) from exc
+            log.warning("Kafka unreachable; retrying", doing=what, error=repr(exc), retry_in=delay)
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, _BACKOFF_S[1])
+
+
+def _bootstrap_ms(left_s: float) -> int:
+    # One attempt to bootstrap a client waits at most this long (the rest of the deadline,
+    # capped so that the backoff loop, not the client, paces the retries).
+    return max(100, int(min(left_s, 10.0) * 1000))
+
+
+def worker_engine(url: str, connections: int) -> Engine:
+    """The worker's database engine: `connections` kept connections, each checked before use
+    (opening a PostgreSQL connection per batch costs more than a small batch's work); SQLite
+    opens its file per use, as it is cheap there."""
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=NullPool)
+    return create_engine(url, pool_size=connections, max_overflow=1, pool_pre_ping=True)
 
 
 class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -136,7 +211,7 @@ class KafkaJoinWorker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.engine: Engine = create_engine(config.db_url, poolclass=NullPool)
+        self.engine: Engine = worker_engine(config.db_url, connections=1)
         self.chain: TopicChainView | None = None
         self.held: dict[TopicPartition, int] = {}
         """Held events per assigned usage partition (as committed)."""
@@ -148,50 +223,94 @@ class KafkaJoinWorker:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect, create missing topics, fold the chain topic up to its end, join the group."""
+        """Connect, create missing topics, fold the chain topic up to its end, join the group.
+
+        A broker that does not answer yet is waited for, with backoff, up to
+        `connect_timeout_s`; then `BrokerUnavailable` says which step could not reach it."""
         c = self.config
         servers = c.bootstrap_servers.split(",")
-        chain_partitions = self._ensure_topics()
-        self._producer = KafkaProducer(
-            bootstrap_servers=servers,
-            client_id=f"{c.client_id}-out",
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
+        deadline = time.monotonic() + c.connect_timeout_s
+        chain_partitions = until_reachable("create the topics", deadline, self._ensure_topics)
+        self._producer = until_reachable(
+            "connect the producer",
+            deadline,
+            lambda left: KafkaProducer(
+                bootstrap_servers=servers,
+                client_id=f"{c.client_id}-out",
+                **PRODUCER_SETTINGS,
+                bootstrap_timeout_ms=_bootstrap_ms(left),
+            ),
         )
-        self._chain = KafkaConsumer(
-            bootstrap_servers=servers,
-            client_id=f"{c.client_id}-chain",
-            group_id=None,
-            enable_auto_commit=False,
+        self._chain = until_reachable(
+            "connect the chain consumer",
+            deadline,
+            lambda left: KafkaConsumer(
+                bootstrap_servers=servers,
+                client_id=f"{c.client_id}-chain",
+                group_id=None,
+                enable_auto_commit=False,
+                fetch_max_bytes=_FETCH_MAX_BYTES,
+                max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
+                bootstrap_timeout_ms=_bootstrap_ms(left),
+            ),
         )
         partitions = [TopicPartition(c.chain_topic, p) for p in range(chain_partitions)]
         self.chain = TopicChainView(c.chain_id, len(partitions))
         self._chain.assign(partitions)
         self._chain.seek_to_beginning(*partitions)
-        self._catch_up_chain(partitions)
-        self._usage = KafkaConsumer(
-            bootstrap_servers=servers,
-            client_id=f"{c.client_id}-usage",
-            group_id=c.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_poll_records=c.max_records,
-            group_instance_id=c.instance_id,
-            session_timeout_ms=c.session_timeout_ms,
-            heartbeat_interval_ms=max(1000, c.session_timeout_ms // 4),
-            # A group joined before the topic's metadata arrived is assigned nothing, and
-            # rejoins only at the next metadata refresh: keep that refresh short.
-            metadata_max_age_ms=5_000,
+        until_reachable(
+            "read the chain topic", deadline, lambda _: self._catch_up_chain(partitions)
         )
-        self._wait_for_partitions(self._usage, c.usage_topic)
+        self._usage = until_reachable(
+            "connect the usage consumer",
+            deadline,
+            lambda left: KafkaConsumer(
+                bootstrap_servers=servers,
+                client_id=f"{c.client_id}-usage",
+                group_id=c.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                max_poll_records=c.max_records,
+                check_crcs=CHECK_USAGE_CRCS,
+                fetch_max_bytes=_FETCH_MAX_BYTES,
+                max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
+                group_instance_id=c.instance_id,
+                session_timeout_ms=c.session_timeout_ms,
+                heartbeat_interval_ms=max(1000, c.session_timeout_ms // 4),
+                # A group joined before the topic's metadata arrived is assigned nothing, and
+                # rejoins only at the next metadata refresh: keep that refresh short.
+                metadata_max_age_ms=5_000,
+                bootstrap_timeout_ms=_bootstrap_ms(left),
+            ),
+        )
+        self._wait_for_partitions(
+            self._usage, c.usage_topic, timeout_s=max(0.0, deadline - time.monotonic())
+        )
         self._usage.subscribe([c.usage_topic], listener=_SeekToCheckpoint(self))
 
     @staticmethod
     def _wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30) -> None:
-        """Block until `consumer` knows `topic`'s partitions, so the first join assigns them."""
+        """Block until `consumer` knows `topic`'s partitions, so the first join assigns them.
+
+        An unreachable broker is retried with backoff until `timeout_s`, then reported as
+        `BrokerUnavailable`; a reachable one without the topic's metadata by then, as
+        `RuntimeError`."""
         deadline = time.monotonic() + timeout_s
-        while not consumer.partitions_for_topic(topic):
+        delay = _BACKOFF_S[0]
+        while True:
+            try:
+                if consumer.partitions_for_topic(topic):
+                    return
+            except _UNREACHABLE as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"Kafka unreachable: no metadata for topic {topic!r} after {timeout_s}s"
+                        f" ({exc!r})"
+                    ) from exc
+                log.warning("Kafka unreachable; retrying", topic=topic, error=repr(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_S[1])
+                continue
             if time.monotonic() > deadline:
                 raise RuntimeError(f"topic {topic!r} has no partition metadata after {timeout_s}s")
             time.sleep(0.1)
@@ -204,13 +323,16 @@ class KafkaJoinWorker:
                     client.close()
         self.engine.dispose()
 
-    def _ensure_topics(self) -> int:
+    def _ensure_topics(self, left_s: float = 30.0) -> int:
         """Create missing topics (the worker may start first); the `chain` partition count."""
         from kafka.admin import KafkaAdminClient, NewTopic
         from kafka.errors import TopicAlreadyExistsError
 
         c = self.config
-        admin = KafkaAdminClient(bootstrap_servers=c.bootstrap_servers.split(","))
+        admin = KafkaAdminClient(
+            bootstrap_servers=c.bootstrap_servers.split(","),
+            bootstrap_timeout_ms=_bootstrap_ms(left_s),
+        )
         try:
             names = (c.usage_topic, c.chain_topic, c.accruals_topic, c.dead_letter_topic)
             existing = set(admin.list_topics())
@@ -218,6 +340,9 @@ class KafkaJoinWorker:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     admin.create_topics([NewTopic(name, c.partitions, 1)])
             (described,) = admin.describe_topics([c.chain_topic])
+            if not described["partitions"]:
+                # Just created on a broker still settling: retried by `until_reachable`.
+                raise KafkaTimeoutError(f"topic {c.chain_topic!r} has no partitions yet")
             return len(described["partitions"])
         finally:
             admin.close()
@@ -269,9 +394,13 @@ class KafkaJoinWorker:
             for tp, n in self.held.items()
             if n and tp not in records and self._tried_at_block.get(tp) != block
         ]
-        for tp in [*records, *retry]:
-            self._process(tp, [(m.offset, m.value) for m in records.get(tp, [])])
-            self._tried_at_block[tp] = block
+        batches = {
+            tp: [(m.offset, m.value) for m in records.get(tp, [])] for tp in [*records, *retry]
+        }
+        if batches:
+            self._process(batches)
+            for tp in batches:
+                self._tried_at_block[tp] = block
         # Back-pressure: a full hold buffer stops consumption until the watermark moves.
         assigned = list(self._usage.assignment())
         if sum(self.held.values()) >= self.config.max_held:
@@ -279,61 +408,101 @@ class KafkaJoinWorker:
         else:
             self._usage.resume(*assigned)
 
-    def _process(self, tp: TopicPartition, batch: list[Message]) -> None:
+    def _process(self, batches: dict[TopicPartition, list[Message]]) -> None:
+        """Decide one poll's partition batches in ONE transaction: each partition's outputs
+        and checkpoint (compare-and-set, as always), one producer flush, one commit.
+
+        A moved checkpoint (`CheckpointConflict`) rolls the whole poll back and seeks every
+        partition of it back to its checkpoint, so nothing is skipped."""
         assert self._usage is not None
         assert self.chain is not None
-        component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+        sent: list[Any] = []
+        outcomes: dict[TopicPartition, PartitionOutcome] = {}
         with self.engine.connect() as connection:
             transaction = connection.begin()
             try:
-                outcome = decide_partition_batch(
-                    connection,
-                    component,
-                    batch,
-                    state=self.chain.view,
-                    key_ring=self.config.key_ring,
-                    clock=self.config.clock,
-                    received_at=datetime.now(UTC),
-                )
+                for tp, batch in batches.items():
+                    outcomes[tp] = decide_partition_batch(
+                        connection,
+                        checkpoint_component(self.config.component, tp.topic, tp.partition),
+                        batch,
+                        state=self.chain.view,
+                        key_ring=self.config.key_ring,
+                        clock=self.config.clock,
+                        received_at=datetime.now(UTC),
+                        on_decided=lambda decided: sent.extend(self._send(decided)),
+                    )
                 # Produced and acknowledged before the commit: at least once on the topics.
-                self._publish(outcome)
+                confirm_sent(self._producer, sent)
                 transaction.commit()
             except CheckpointConflict:
                 transaction.rollback()
-                log.warning("checkpoint moved by another worker; re-seeking", partition=str(tp))
-                self.seek_to_checkpoint(tp)
+                log.warning(
+                    "checkpoint moved by another worker; re-seeking",
+                    partitions=[str(tp) for tp in batches],
+                )
+                for tp in batches:
+                    self.seek_to_checkpoint(tp)
                 return
             except BaseException:
                 transaction.rollback()
                 raise
-        self.held[tp] = len(outcome.position.held)
+        offsets = {}
+        for tp, outcome in outcomes.items():
+            self.held[tp] = len(outcome.position.held)
+            # One line per batch, not per event: rendering a log line costs as much as
+            # deciding.
+            log.debug(
+                "usage batch committed",
+                partition=str(tp),
+                offset=outcome.position.offset,
+                billed=len(outcome.accruals),
+                rejected=len(outcome.letters),
+                held=len(outcome.position.held),
+            )
+            for d in outcome.letters:
+                log.info(
+                    "usage rejected", usage_id=d.usage_id, reason=d.reason.value, detail=d.detail
+                )
+            DECIDED.labels("accepted").inc(len(outcome.accruals))
+            DECIDED.labels("rejected").inc(len(outcome.letters))
+            if outcome.consumed:
+                offsets[tp] = OffsetAndMetadata(outcome.position.offset + 1, "", -1)
         HELD.set(sum(self.held.values()))
-        for a in outcome.accruals:
-            log.debug("usage billed", usage_id=a.usage_id, epoch=a.epoch, fee_e6=str(a.fee_e6))
-        for d in outcome.letters:
-            log.info("usage rejected", usage_id=d.usage_id, reason=d.reason.value, detail=d.detail)
-        DECIDED.labels("accepted").inc(len(outcome.accruals))
-        DECIDED.labels("rejected").inc(len(outcome.letters))
-        if outcome.consumed:
+        if offsets:
             # Only for lag monitoring: positions come from the database checkpoint.
             with contextlib.suppress(Exception):
-                self._usage.commit({tp: OffsetAndMetadata(outcome.position.offset + 1, "", -1)})
+                self._usage.commit(offsets)
 
-    def _publish(self, outcome: PartitionOutcome) -> None:
+    def _send(self, outcome: PartitionOutcome) -> list[Any]:
+        """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
         assert self._producer is not None
-        c = self.config
-        futures = [
-            self._producer.send(c.accruals_topic, encode(a), key=accrual_key(a))
-            for a in outcome.accruals
-        ]
-        futures += [
-            self._producer.send(c.dead_letter_topic, encode(d), key=(d.usage_id or "").encode())
-            for d in outcome.letters
-        ]
-        if futures:
-            self._producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=0)  # raises when not acknowledged: the batch rolls back
+        return send_outcome(self._producer, self.config, outcome)
+
+
+def send_outcome(
+    producer: KafkaProducer, config: WorkerConfig, outcome: PartitionOutcome
+) -> list[Any]:
+    """Produce a batch's accruals and dead letters; the send futures, not yet acknowledged."""
+    c = config
+    futures = [
+        producer.send(c.accruals_topic, encode(a), key=accrual_key(a)) for a in outcome.accruals
+    ]
+    futures += [
+        producer.send(c.dead_letter_topic, encode(d), key=(d.usage_id or "").encode())
+        for d in outcome.letters
+    ]
+    return futures
+
+
+def confirm_sent(producer: KafkaProducer | None, futures: list[Any]) -> None:
+    """Wait until every send in `futures` is acknowledged; raise when one was not (the batch
+    then rolls back)."""
+    if futures:
+        assert producer is not None
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=0)
 
 
 def serve(config: WorkerConfig, stop: threading.Event | None = None) -> None:
@@ -374,6 +543,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-held", type=int, default=10_000)
     p.add_argument("--instance-id", default=None, help="static group membership id")
     p.add_argument("--session-timeout-ms", type=int, default=10_000)
+    p.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=120.0,
+        help="how long to wait for an unreachable broker at start",
+    )
     p.add_argument("--metrics-port", type=int, default=None)
     return p
 
@@ -399,6 +574,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         max_held=a.max_held,
         instance_id=a.instance_id,
         session_timeout_ms=a.session_timeout_ms,
+        connect_timeout_s=a.connect_timeout_s,
     )
     serve(config)
 

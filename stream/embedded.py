@@ -5,7 +5,9 @@ test list). Each batch runs in ONE database transaction: read the checkpoint, re
 chain state through the same connection, decide every message, write usage ids, accruals,
 dead letters and the new checkpoint, commit. A crash anywhere rolls the whole batch back and
 the next run resumes after the last committed offset: no message decided twice, none skipped.
-Held events (beyond the finalized chain) are carried in the checkpoint itself.
+Held events (beyond the finalized chain) are carried in the checkpoint itself. The chain
+state is read through one `SqlAlchemyChainView` kept across batches while the finalized
+watermark does not move (each batch still reads the watermark in its own transaction).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ class EmbeddedJoinRunner:
         self.now = now
         self.held_count = 0
         """Events waiting for the finalized chain after the last batch (a gauge)."""
+        self._view: SqlAlchemyChainView | None = None
 
     def position(self) -> JoinPosition:
         """The committed position (last offset consumed, held events)."""
@@ -134,11 +137,16 @@ class EmbeddedJoinRunner:
             return self._decide(connection, batch)
 
     def _decide(self, connection: Connection, batch: list[Message]) -> BatchResult:
+        # The chain histories loaded by earlier batches are kept while the watermark stays.
+        if self._view is None:
+            self._view = SqlAlchemyChainView(connection, self.chain_id)
+        else:
+            self._view = self._view.for_transaction(connection)
         outcome = decide_partition_batch(
             connection,
             self.component,
             batch,
-            state=SqlAlchemyChainView(connection, self.chain_id),
+            state=self._view,
             key_ring=self.key_ring,
             clock=self.clock,
             received_at=self.now(),

@@ -37,3 +37,8 @@ class HoldBufferFull(Retryable):
 class CheckpointConflict(Retryable):
     """Another runner moved the join's checkpoint since this batch read it: this batch's
     outputs are rolled back (they would double-decide its input), and it starts over."""
+
+
+class BrokerUnavailable(Retryable):
+    """No Kafka broker answered before the deadline (the worker retried with backoff until
+    then); restarting later, once the broker is back, is the remedy."""

@@ -67,13 +67,20 @@ from faust.types import TP
 from kafka import KafkaProducer
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 from metering.keyfiles import load_key_ring
-from schemas.accrual import kafka_key as accrual_key
-from schemas.codec import encode
-from schemas.engine import create_engine
-from stream.app import DECIDED, FINALIZED_BLOCK, HELD, REGISTRY, WorkerConfig, _parser
+from stream.app import (
+    DECIDED,
+    FINALIZED_BLOCK,
+    HELD,
+    PRODUCER_SETTINGS,
+    REGISTRY,
+    WorkerConfig,
+    _parser,
+    confirm_sent,
+    send_outcome,
+    worker_engine,
+)
 from stream.epochs import EpochClock
 from stream.errors import CheckpointConflict
 from stream.partition_batch import (
@@ -135,7 +142,7 @@ class FaustJoinWorker:
     def __init__(self, config: WorkerConfig, *, loglevel: str = "WARNING") -> None:
         self.config = config
         self.loglevel = loglevel
-        self.engine: Engine = create_engine(config.db_url, poolclass=NullPool)
+        self.engine: Engine = worker_engine(config.db_url, connections=2)
         self.chain: TopicChainView | None = None
         self.chain_ready = asyncio.Event()
         self.held: dict[TP, int] = {}
@@ -330,6 +337,7 @@ class FaustJoinWorker:
         before the commit."""
         assert self.chain is not None
         component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+        sent: list[Any] = []
         with self._view_lock, self.engine.connect() as connection:
             transaction = connection.begin()
             try:
@@ -349,8 +357,10 @@ class FaustJoinWorker:
                     key_ring=self.config.key_ring,
                     clock=self.config.clock,
                     received_at=datetime.now(UTC),
+                    on_decided=lambda decided: sent.extend(self._send(decided)),
                 )
-                self._publish(outcome)
+                # Produced and acknowledged before the commit: at least once on the topics.
+                confirm_sent(self._producer, sent)
                 transaction.commit()
             except CheckpointConflict:
                 transaction.rollback()
@@ -360,28 +370,16 @@ class FaustJoinWorker:
                 raise
         return _Decided(outcome)
 
-    def _publish(self, outcome: PartitionOutcome) -> None:
+    def _send(self, outcome: PartitionOutcome) -> list[Any]:
+        """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
         c = self.config
         if self._producer is None:
             self._producer = KafkaProducer(
                 bootstrap_servers=c.bootstrap_servers.split(","),
                 client_id=f"{c.client_id}-out",
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
+                **PRODUCER_SETTINGS,
             )
-        futures = [
-            self._producer.send(c.accruals_topic, encode(a), key=accrual_key(a))
-            for a in outcome.accruals
-        ]
-        futures += [
-            self._producer.send(c.dead_letter_topic, encode(d), key=(d.usage_id or "").encode())
-            for d in outcome.letters
-        ]
-        if futures:
-            self._producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=0)  # raises when not acknowledged: the batch rolls back
+        return send_outcome(self._producer, c, outcome)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -439,6 +437,7 @@ def config_from_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, int | No
         max_held=a.max_held,
         instance_id=a.instance_id,
         session_timeout_ms=a.session_timeout_ms,
+        connect_timeout_s=a.connect_timeout_s,
     )
     return config, a.metrics_port
 

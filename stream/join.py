@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from metering.errors import BadSignature
 from metering.signing import KeyRing
 from schemas.accrual import Accrual, DeadLetter, RejectReason
+from schemas.chain import ChainPosition
 from schemas.errors import MalformedEvent
+from schemas.evm import parse_address
+from schemas.money import BPS_TOTAL
 from schemas.usage import UsageEvent, parse_usage_event
 from stream.epochs import EpochClock
 from stream.errors import MissingPolicy
@@ -78,10 +82,13 @@ def parse(raw: bytes | str) -> UsageEvent | Rejected:
         return Rejected(RejectReason.MALFORMED, exc.reason)
 
 
-def signature_verdict(key_ring: KeyRing, event: UsageEvent) -> str | None:
-    """None when the event's signature verifies under `key_ring`, else why not."""
+def signature_verdict(
+    key_ring: KeyRing, event: UsageEvent, payload: bytes | None = None
+) -> str | None:
+    """None when the event's signature verifies under `key_ring`, else why not. `payload` is
+    `schemas.usage.signing_payload(event)` when the caller already has it."""
     try:
-        key_ring.verify(event)
+        key_ring.verify(event, payload)
     except BadSignature as exc:
         return str(exc)
     return None
@@ -145,23 +152,85 @@ def _join_final(
     policy = state.policy(data.model_id, t)
     if policy is None:
         raise MissingPolicy(f"no royalty policy for model {data.model_id} at {t}")
-    accrual = Accrual(
-        usage_id=event.id,
-        epoch=max(clock.epoch_of(t), min_epoch),
-        model_id=data.model_id,
-        license_id=data.license_id,
-        payer=terms.owner,
-        event_time=t,
-        units=data.units,
-        price_per_unit_e6=terms.price_per_unit_e6,
-        fee_e6=data.units * terms.price_per_unit_e6,
-        state_interval=state.state_interval(data.model_id, t),
-        operator=operator,
-        operator_bps=policy.operator_bps,
-        treasury_bps=policy.treasury_bps,
-        contributors_bps=policy.contributors_bps,
-    )
-    return Accepted(event, accrual)
+    fields = {
+        "usage_id": event.id,
+        "epoch": max(clock.epoch_of(t), min_epoch),
+        "model_id": data.model_id,
+        "license_id": data.license_id,
+        "payer": terms.owner,
+        "event_time": t,
+        "units": data.units,
+        "price_per_unit_e6": terms.price_per_unit_e6,
+        "fee_e6": data.units * terms.price_per_unit_e6,
+        "state_interval": state.state_interval(data.model_id, t),
+        "operator": operator,
+        "operator_bps": policy.operator_bps,
+        "treasury_bps": policy.treasury_bps,
+        "contributors_bps": policy.contributors_bps,
+    }
+    return Accepted(event, make_accrual(fields))
+
+
+_UINT64_MAX = 2**64 - 1
+_UINT256_MAX = 2**256 - 1
+_CHECKSUMS: dict[str, str] = {}
+_CHECKSUMS_MAX = 65_536
+
+
+def _checksummed(address: object) -> str | None:
+    """`parse_address(address)`, remembered (a stream names the same few accounts over and
+    over); None when it is not an address."""
+    if not isinstance(address, str):
+        return None
+    found = _CHECKSUMS.get(address)
+    if found is None:
+        try:
+            found = parse_address(address)
+        except ValueError:
+            return None
+        if len(_CHECKSUMS) >= _CHECKSUMS_MAX:
+            _CHECKSUMS.clear()
+        _CHECKSUMS[address] = found
+    return found
+
+
+def _uint(value: object, maximum: int) -> bool:
+    return type(value) is int and 0 <= value <= maximum
+
+
+def make_accrual(fields: dict[str, Any]) -> Accrual:
+    """`Accrual(**fields)`, without re-running pydantic on what is already known good.
+
+    `usage_id` is taken from a parsed (validated) event; every other value is checked here
+    against the rules `Accrual` states (integer ranges, EIP-55 addresses, bps summing to
+    10,000, fee = units * price). Anything outside them takes the validating constructor, which
+    then raises exactly as it always did.
+    """
+    payer = _checksummed(fields["payer"])
+    operator = _checksummed(fields["operator"])
+    interval = fields["state_interval"]
+    bps = (fields["operator_bps"], fields["treasury_bps"], fields["contributors_bps"])
+    if (
+        payer is None
+        or operator is None
+        or not isinstance(interval, ChainPosition)
+        or not _uint(interval.block_number, _UINT64_MAX)
+        or not _uint(interval.log_index, _UINT64_MAX)
+        or not all(_uint(b, BPS_TOTAL) for b in bps)
+        or sum(bps) != BPS_TOTAL
+        or not _uint(fields["model_id"], _UINT256_MAX)
+        or not _uint(fields["license_id"], _UINT256_MAX)
+        or not _uint(fields["units"], _UINT64_MAX)
+        or fields["units"] == 0
+        or not isinstance(fields["usage_id"], str)
+        or not _uint(fields["epoch"], _UINT64_MAX)
+        or not _uint(fields["event_time"], _UINT64_MAX)
+        or not _uint(fields["price_per_unit_e6"], _UINT256_MAX)
+        or not _uint(fields["fee_e6"], _UINT256_MAX)
+        or fields["fee_e6"] != fields["units"] * fields["price_per_unit_e6"]
+    ):
+        return Accrual(**fields)
+    return Accrual.model_construct(**{**fields, "payer": payer, "operator": operator})
 
 
 def _reject(reason: RejectReason, detail: str, event: UsageEvent) -> Rejected:

@@ -7,23 +7,33 @@ orders the steps: load the partition's checkpoint (last offset, held events), sk
 already covers, decide held + fresh messages, write usage ids, accruals, dead letters and the
 new checkpoint through `SqlAlchemyAccrualStore`. The caller commits, so outputs and checkpoint
 land together or not at all.
+
+Per batch, not per event: one checkpoint read, one dedupe lookup, one multi-row insert per
+output table, one checkpoint write; chain-state answers are remembered for the batch
+(`MemoizedChainView`); each event is dumped once, for both its signing payload and its stored
+canonical form. A held event still beyond the watermark is not decided again: only its time
+is read back (so a batch's cost does not grow with the hold buffer's parsing).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.engine import Connection
 
 from metering.signing import KeyRing
 from schemas.accrual import Accrual, DeadLetter, RejectReason
+from schemas.codec import canonical_json
+from schemas.timestamps import unix_seconds
 from schemas.usage import UsageEvent
 from stream.dedupe import BatchDedupe
 from stream.epochs import EpochClock
 from stream.join import Accepted, Held, Rejected, join, parse, signature_verdict
 from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrualStore
-from stream.state import ChainView
+from stream.state import ChainView, MemoizedChainView
 
 Message = tuple[int, bytes]
 """One usage message: its offset (strictly increasing) and its raw bytes."""
@@ -48,6 +58,37 @@ def checkpoint_component(prefix: str, topic: str, partition: int) -> str:
     return f"{prefix}:{topic}:{partition}"
 
 
+def held_time(payload: str) -> int | None:
+    """The unix time of a held event's payload, read without validating it again (it was
+    validated when it was held); None when it cannot be read that way."""
+    try:
+        doc = json.loads(payload)
+        instant = datetime.fromisoformat(doc["time"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    if instant.tzinfo is None or instant.utcoffset():
+        return None
+    return unix_seconds(instant.replace(tzinfo=UTC))
+
+
+def split_held(
+    held: Iterable[tuple[int, str]], finalized: int | None
+) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(events that stay held as they are, events to decide again) for watermark `finalized`.
+
+    An event stays held while its time is not strictly before the finalized time (`join`'s
+    rule); one whose time cannot be read back is decided again, which is always correct."""
+    waiting: list[tuple[int, str]] = []
+    retry: list[tuple[int, str]] = []
+    for entry in held:
+        if finalized is None:
+            waiting.append(entry)
+            continue
+        t = held_time(entry[1])
+        (waiting if t is not None and t >= finalized else retry).append(entry)
+    return waiting, retry
+
+
 def decide_partition_batch(
     connection: Connection,
     component: str,
@@ -58,27 +99,38 @@ def decide_partition_batch(
     clock: EpochClock,
     received_at: datetime,
     min_epoch: int = 0,
+    on_decided: Callable[[PartitionOutcome], None] | None = None,
 ) -> PartitionOutcome:
     """Decide the partition's held events plus `batch` and write the outputs and the new
-    checkpoint (compare-and-set: `CheckpointConflict` when another worker moved it)."""
+    checkpoint (compare-and-set: `CheckpointConflict` when another worker moved it).
+
+    `on_decided(outcome)` runs once everything is decided, before the writes (a worker starts
+    producing the outcome to Kafka there, so the acknowledgements arrive while the database
+    works); an exception from it aborts the batch like any other."""
     store = SqlAlchemyAccrualStore(connection)
     position, version = store.load_position(component)
     fresh = [m for m in batch if m[0] > position.offset]
-    inputs: list[tuple[int, bytes | str]] = [*position.held, *fresh]
+    view = MemoizedChainView(state)
+    held, retry = split_held(position.held, view.finalized_time())
+    inputs: list[tuple[int, bytes | str]] = [*retry, *fresh]
     parsed = [(offset, raw, parse(raw)) for offset, raw in inputs]
     dedupe = BatchDedupe(store, [p.id for _, _, p in parsed if isinstance(p, UsageEvent)])
     usage: list[tuple[UsageEvent, datetime]] = []
-    held: list[tuple[int, str]] = []
+    payloads: list[str] = []
     outcome = PartitionOutcome(position=position, consumed=len(fresh))
     for offset, raw, item in parsed:
+        document: dict[str, object] | None = None
         if isinstance(item, Rejected):
             decision: Accepted | Rejected | Held = item
         else:
+            # One dump serves the signing payload (all but the signature) and the stored form.
+            document = item.model_dump(mode="json", exclude_none=True)
+            unsigned = {k: v for k, v in document.items() if k != "signature"}
             decision = join(
                 item,
-                signature_error=signature_verdict(key_ring, item),
+                signature_error=signature_verdict(key_ring, item, canonical_json(unsigned)),
                 seen=dedupe.seen(item.id),
-                state=state,
+                state=view,
                 clock=clock,
                 min_epoch=min_epoch,
             )
@@ -93,11 +145,15 @@ def decide_partition_batch(
             decided = None if decision.reason in _PRE_CHAIN else decision.event
         if decided is not None:
             dedupe.mark(decided.id)
+            assert document is not None  # a decided event was parsed
             usage.append((decided, received_at))
-    store.add_usage(usage)
-    store.add_accruals(outcome.accruals)
-    store.add_dead_letters(outcome.letters)
+            payloads.append(canonical_json(document).decode("utf-8"))
     last = fresh[-1][0] if fresh else position.offset
     outcome.position = JoinPosition(offset=last, held=tuple(held))
+    if on_decided is not None:
+        on_decided(outcome)
+    store.add_usage(usage, payloads=payloads)
+    store.add_accruals(outcome.accruals)
+    store.add_dead_letters(outcome.letters)
     store.save_position(component, outcome.position, version, received_at)
     return outcome

@@ -92,6 +92,10 @@ class _History(Generic[V]):
         return self.entries[index - 1] if index else None
 
 
+_NONE: _History[object] = _History()
+"""The history of a key with no changes (shared, never appended to)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stamp:
     """Where and when a chain change happened: its log position and block timestamp."""
@@ -175,7 +179,8 @@ class MemoryChainView:
         return self._finalized
 
     def model_operator(self, model_id: int, t: int) -> str | None:
-        found = self._operators.get(model_id, _History[str]()).at(t)
+        history = self._operators.get(model_id)
+        found = None if history is None else history.at(t)
         return None if found is None else found[1]
 
     def license(self, license_id: int, t: int) -> LicenseView | None:
@@ -195,7 +200,8 @@ class MemoryChainView:
 
     def _policy_entry(self, model_id: int, t: int) -> tuple[ChainPosition, PolicyView] | None:
         for candidate in (model_id, 0):
-            found = self._policies.get(candidate, _History[PolicyView]()).at(t)
+            history = self._policies.get(candidate)
+            found = None if history is None else history.at(t)
             if found is not None:
                 return found
         return None
@@ -206,14 +212,71 @@ class MemoryChainView:
 
     def stakes(self, model_id: int, t: int) -> dict[str, int]:
         """Stakers with a non-zero stake on the model (for tests that split)."""
-        found = self._stakes.get(model_id, _History[dict[str, int]]()).at(t)
+        history = self._stakes.get(model_id)
+        found = None if history is None else history.at(t)
         return {} if found is None else {s: v for s, v in found[1].items() if v > 0}
 
     def state_interval(self, model_id: int, t: int) -> ChainPosition:
-        changes = [
+        latest = NO_CHANGE
+        for found in (
             self._policy_entry(model_id, t),
-            self._stakes.get(model_id, _History[dict[str, int]]()).at(t),
-            self._operators.get(model_id, _History[str]()).at(t),
+            self._stakes.get(model_id, _NONE).at(t),
+            self._operators.get(model_id, _NONE).at(t),
             self._treasury.at(t),
-        ]
-        return max((found[0] for found in changes if found is not None), default=NO_CHANGE)
+        ):
+            if found is not None and found[0] > latest:
+                latest = found[0]
+        return latest
+
+
+class MemoizedChainView:
+    """A `ChainView` remembering every answer of the view it wraps, for one batch.
+
+    A batch asks the same questions many times (thousands of events per second share a model,
+    a license and a second), and the answers of a finalized view do not change while it is
+    read: each distinct question reaches the wrapped view once. Build one per batch, so a view
+    whose watermark moves between batches is asked again.
+    """
+
+    def __init__(self, view: ChainView) -> None:
+        self._view = view
+        self._finalized = view.finalized_time()
+        self._operators: dict[tuple[int, int], str | None] = {}
+        self._licenses: dict[tuple[int, int], LicenseView | None] = {}
+        self._policies: dict[tuple[int, int], PolicyView | None] = {}
+        self._intervals: dict[tuple[int, int], ChainPosition] = {}
+
+    def finalized_time(self) -> int | None:
+        return self._finalized
+
+    def model_operator(self, model_id: int, t: int) -> str | None:
+        key = (model_id, t)
+        try:
+            return self._operators[key]
+        except KeyError:
+            found = self._operators[key] = self._view.model_operator(model_id, t)
+            return found
+
+    def license(self, license_id: int, t: int) -> LicenseView | None:
+        key = (license_id, t)
+        try:
+            return self._licenses[key]
+        except KeyError:
+            found = self._licenses[key] = self._view.license(license_id, t)
+            return found
+
+    def policy(self, model_id: int, t: int) -> PolicyView | None:
+        key = (model_id, t)
+        try:
+            return self._policies[key]
+        except KeyError:
+            found = self._policies[key] = self._view.policy(model_id, t)
+            return found
+
+    def state_interval(self, model_id: int, t: int) -> ChainPosition:
+        key = (model_id, t)
+        try:
+            return self._intervals[key]
+        except KeyError:
+            found = self._intervals[key] = self._view.state_interval(model_id, t)
+            return found

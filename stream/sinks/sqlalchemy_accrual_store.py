@@ -5,16 +5,22 @@ accruals, dead letters, decided usage ids and its input position in ONE transact
 a crash it resumes exactly where its committed outputs end. Inserts of usage and accruals are
 idempotent (`ON CONFLICT (usage_id) DO NOTHING`), the unique constraints being the last line
 against billing one usage id twice.
+
+One statement per table and batch, never one per event: the dedupe lookup is one `IN (...)`
+query, and the usage and accrual rows go in as one executemany (SQLite) or one COPY into a
+transaction-scoped staging table followed by one `INSERT ... SELECT ... ON CONFLICT DO
+NOTHING` (PostgreSQL).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import sql as psql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -29,8 +35,38 @@ _accruals = metadata.tables["accruals"]
 _dead_letters = metadata.tables["dead_letters"]
 _checkpoints = metadata.tables["checkpoints"]
 
-# Bound parameters per IN (...) lookup: SQLite allows 32766 variables, stay well below.
-_LOOKUP_CHUNK = 500
+_USAGE_COLUMNS = (
+    "usage_id",
+    "source",
+    "event_time",
+    "model_id",
+    "license_id",
+    "units",
+    "keyid",
+    "payload",
+    "received_at",
+)
+_ACCRUAL_COLUMNS = (
+    "usage_id",
+    "epoch",
+    "model_id",
+    "license_id",
+    "payer",
+    "event_time",
+    "units",
+    "price_per_unit_e6",
+    "fee_e6",
+    "state_block_number",
+    "state_log_index",
+    "operator",
+    "operator_bps",
+    "treasury_bps",
+    "contributors_bps",
+)
+
+# Bound parameters per IN (...) lookup: SQLite allows 32766 variables, PostgreSQL 65535; stay
+# well below, while a whole batch usually takes one query.
+_LOOKUP_CHUNK = {"sqlite": 10_000, "postgresql": 20_000}
 
 
 @dataclass(frozen=True)
@@ -65,9 +101,9 @@ def _insert(connection: Connection) -> Any:
     raise NotImplementedError(f"no idempotent insert for {connection.dialect.name}")
 
 
-def _chunks(values: list[str]) -> Iterator[list[str]]:
-    for start in range(0, len(values), _LOOKUP_CHUNK):
-        yield values[start : start + _LOOKUP_CHUNK]
+def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 class SqlAlchemyAccrualStore:
@@ -76,13 +112,14 @@ class SqlAlchemyAccrualStore:
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self._insert = _insert(connection)
+        self._lookup_chunk = _LOOKUP_CHUNK.get(connection.dialect.name, 500)
 
     # --- dedupe --------------------------------------------------------------------------------
 
     def decided(self, usage_ids: Collection[str]) -> set[str]:
         """The ids among `usage_ids` already decided (a committed `usage_events` row)."""
         found: set[str] = set()
-        for chunk in _chunks(sorted(set(usage_ids))):
+        for chunk in _chunks(sorted(set(usage_ids)), self._lookup_chunk):
             rows = self.connection.execute(
                 sa.select(_usage.c.usage_id).where(_usage.c.usage_id.in_(chunk))
             )
@@ -91,38 +128,101 @@ class SqlAlchemyAccrualStore:
 
     # --- outputs -------------------------------------------------------------------------------
 
-    def add_usage(self, events: list[tuple[UsageEvent, datetime]]) -> None:
-        """Record decided usage events (first occurrences; a repeat is ignored)."""
+    def add_usage(
+        self,
+        events: list[tuple[UsageEvent, datetime]],
+        *,
+        payloads: Sequence[str] | None = None,
+    ) -> None:
+        """Record decided usage events (first occurrences; a repeat is ignored).
+
+        `payloads` are the events' canonical encodings (`encode_usage_event`, as text) when
+        the caller already has them, one per event."""
         if not events:
             return
+        if payloads is None:
+            payloads = [encode_usage_event(event).decode("utf-8") for event, _ in events]
+        elif len(payloads) != len(events):
+            raise ValueError("one payload per usage event")
         rows = [
-            {
-                "usage_id": event.id,
-                "source": event.source,
-                "event_time": event.unix_time,
-                "model_id": event.data.model_id,
-                "license_id": event.data.license_id,
-                "units": event.data.units,
-                "keyid": event.keyid,
-                "payload": encode_usage_event(event).decode("utf-8"),
-                "received_at": received_at,
-            }
-            for event, received_at in events
+            (
+                event.id,
+                event.source,
+                event.unix_time,
+                event.data.model_id,
+                event.data.license_id,
+                event.data.units,
+                event.keyid,
+                payload,
+                received_at,
+            )
+            for (event, received_at), payload in zip(events, payloads, strict=True)
         ]
-        self.connection.execute(self._insert(_usage).on_conflict_do_nothing(), rows)
+        self._insert_rows(_usage, _USAGE_COLUMNS, rows, conflict="")
 
     def add_accruals(self, accruals: list[Accrual]) -> None:
         """Insert accruals; one already stored for the same usage id is kept as it is."""
         if not accruals:
             return
-        rows = []
-        for accrual in accruals:
-            row = accrual.model_dump(exclude={"state_interval"})
-            row["state_block_number"] = accrual.state_interval.block_number
-            row["state_log_index"] = accrual.state_interval.log_index
-            rows.append(row)
-        insert = self._insert(_accruals).on_conflict_do_nothing(index_elements=["usage_id"])
-        self.connection.execute(insert, rows)
+        rows = [
+            (
+                a.usage_id,
+                a.epoch,
+                a.model_id,
+                a.license_id,
+                a.payer,
+                a.event_time,
+                a.units,
+                a.price_per_unit_e6,
+                a.fee_e6,
+                a.state_interval.block_number,
+                a.state_interval.log_index,
+                a.operator,
+                a.operator_bps,
+                a.treasury_bps,
+                a.contributors_bps,
+            )
+            for a in accruals
+        ]
+        self._insert_rows(_accruals, _ACCRUAL_COLUMNS, rows, conflict="(usage_id)")
+
+    def _insert_rows(
+        self, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]], conflict: str
+    ) -> None:
+        """`INSERT ... ON CONFLICT <conflict> DO NOTHING` of `rows`, in their order.
+
+        PostgreSQL: the rows are COPYed into a transaction-scoped temporary table and inserted
+        from it in one statement (COPY has no ON CONFLICT of its own), instead of one bound
+        execution per row. Other databases: one executemany."""
+        if self.connection.dialect.name != "postgresql":
+            insert = self._insert(table).on_conflict_do_nothing(
+                index_elements=[conflict.strip("()")] if conflict else None
+            )
+            self.connection.execute(insert, [dict(zip(columns, r, strict=True)) for r in rows])
+            return
+        names = psql.SQL(", ").join(psql.Identifier(c) for c in columns)
+        target = psql.Identifier(table.name)
+        staging = psql.Identifier(f"_stream_in_{table.name}")
+        on_conflict = psql.SQL(conflict)  # one of this module's constants, never input
+        driver = self.connection.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor:
+            cursor.execute(
+                psql.SQL(
+                    "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                    "SELECT {}, 0::bigint AS _n FROM {} WITH NO DATA"
+                ).format(staging, names, target)
+            )
+            cursor.execute(psql.SQL("TRUNCATE {}").format(staging))
+            copy_sql = psql.SQL("COPY {} ({}, _n) FROM STDIN").format(staging, names)
+            with cursor.copy(copy_sql) as copy:
+                for n, row in enumerate(rows):
+                    copy.write_row((*row, n))
+            cursor.execute(
+                psql.SQL(
+                    "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY _n ON CONFLICT {} DO NOTHING"
+                ).format(target, names, names, staging, on_conflict)
+            )
 
     def add_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Append dead letters (exactly once per consumed message, by the checkpoint)."""

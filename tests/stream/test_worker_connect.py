@@ -1,0 +1,108 @@
+"""The kafka-python worker waits for an unreachable broker at start (backoff until a deadline)
+instead of dying on the first connection error, and says clearly when the deadline passes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.errors import KafkaConnectionError
+
+from deploy.local import KafkaBroker
+from deploy.local.process import free_port
+from metering.signing import KeyRing
+from schemas import migrate
+from stream.app import KafkaJoinWorker, WorkerConfig, until_reachable
+from stream.epochs import EpochClock
+from stream.errors import BrokerUnavailable, Retryable
+from tests.stream.worker_support import Topics
+
+
+def _config(servers: str, url: str, timeout_s: float) -> WorkerConfig:
+    t = Topics.unique()
+    return WorkerConfig(
+        bootstrap_servers=servers,
+        db_url=url,
+        chain_id=31337,
+        key_ring=KeyRing(),
+        clock=EpochClock(60, 0),
+        usage_topic=t.usage,
+        chain_topic=t.chain,
+        accruals_topic=t.accruals,
+        dead_letter_topic=t.dead_letter,
+        group_id=t.group,
+        component=t.component,
+        connect_timeout_s=timeout_s,
+    )
+
+
+def test_until_reachable_retries_then_gives_up() -> None:
+    failures = iter([KafkaConnectionError("down"), KafkaConnectionError("still down")])
+
+    def flaky(_left: float) -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "up"
+
+    assert until_reachable("reach it", time.monotonic() + 30, flaky) == "up"
+
+    def down(_left: float) -> str:
+        raise KafkaConnectionError("down")
+
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="could not reach it") as caught:
+        until_reachable("reach it", time.monotonic() + 0.5, down)
+    assert isinstance(caught.value, Retryable)
+    assert time.monotonic() - started < 5
+
+
+def test_start_against_no_broker_fails_clearly_at_the_deadline(sqlite_url: str) -> None:
+    migrate.upgrade(sqlite_url)
+    servers = f"127.0.0.1:{free_port()}"  # nothing listens there
+    worker = KafkaJoinWorker(_config(servers, sqlite_url, timeout_s=2))
+    started = time.monotonic()
+    try:
+        with pytest.raises(BrokerUnavailable, match="Kafka unreachable"):
+            worker.start()
+    finally:
+        worker.close()
+    assert time.monotonic() - started < 20
+
+
+@pytest.mark.slow
+def test_worker_waits_for_a_broker_that_starts_late(sqlite_url: str, tmp_path: Path) -> None:
+    migrate.upgrade(sqlite_url)
+    broker = KafkaBroker(tmp_path / "kafka")  # its ports are chosen, nothing listens yet
+    worker = KafkaJoinWorker(_config(broker.bootstrap_servers, sqlite_url, timeout_s=180))
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            worker.start()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    try:
+        time.sleep(3)
+        assert thread.is_alive()  # still waiting,
+        assert not errors  # not dead
+        broker.start()
+        thread.join(timeout=150)
+        assert not thread.is_alive()
+        assert not errors, errors
+        assert worker.chain is not None
+        # The broker gone again: looking up a topic's partitions retries, then says so.
+        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap_servers.split(","))
+        broker.stop()
+        with pytest.raises((BrokerUnavailable, RuntimeError)):
+            KafkaJoinWorker._wait_for_partitions(consumer, "never-created", timeout_s=3)
+        consumer.close()
+    finally:
+        worker.close()
+        broker.stop()
