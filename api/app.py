@@ -37,6 +37,7 @@ from api.errors import COMMON_ERRORS, error_response, install_error_handlers
 from api.proofs import RootMismatchError, TreeCache
 from api.ratelimit import TokenBucketLimiter, retry_after_header
 from api.routes import admin, chain, contributors, epochs, usage
+from api.routes.contributors import PROOFS_PREFIX, PROOFS_ROUTE, answer_proof_lookup
 from api.routes.deps import ApiContext
 from royalty.config import ApiSettings, Settings
 from schemas import migrate
@@ -67,6 +68,20 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: str, seconds: float) -> None:
+        """Count one request and its latency (the labelled series are looked up once)."""
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(route, method, status),
+                self.seconds.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class Health(BaseModel):
@@ -77,7 +92,8 @@ class Health(BaseModel):
 
 
 class RequestGate:
-    """Pure ASGI middleware: the public rate limit per client IP, and request metrics.
+    """Pure ASGI middleware: the public rate limit per client IP, request metrics, and proof
+    lookups answered from memory before routing (`answer_proof_lookup`).
 
     Written against ASGI directly (not `BaseHTTPMiddleware`) to stay off the hot path: the
     proof lookups are the API's busiest requests.
@@ -94,9 +110,14 @@ class RequestGate:
             return
         started = time.perf_counter()
         status = 500
+        template: str | None = None
         path: str = scope["path"]
         try:
-            if path not in _UNLIMITED and not path.startswith("/v1/admin"):
+            if (
+                self.context.public_limiter.enabled
+                and path not in _UNLIMITED
+                and not path.startswith("/v1/admin")
+            ):
                 client = scope.get("client")
                 ip = client[0] if client else "unknown"
                 wait = self.context.public_limiter.acquire(ip)
@@ -107,6 +128,11 @@ class RequestGate:
                     )
                     await response(scope, receive, send)
                     return
+            if path.startswith(PROOFS_PREFIX):
+                answered = await answer_proof_lookup(self.context, scope, receive, send)
+                if answered:
+                    status, template = answered, PROOFS_ROUTE
+                    return
 
             async def send_with_status(message: Message) -> None:
                 nonlocal status
@@ -116,10 +142,11 @@ class RequestGate:
 
             await self.app(scope, receive, send_with_status)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.seconds.labels(template).observe(time.perf_counter() - started)
+            if template is None:
+                template = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.observe(
+                template, scope["method"], str(status), time.perf_counter() - started
+            )
 
 
 def _document_page_limit(schema: dict[str, Any], maximum: int) -> None:
@@ -197,7 +224,7 @@ def create_app(
         app.include_router(module.router)
 
     @app.get("/healthz", response_model=Health, tags=["ops"])
-    def healthz() -> Health:
+    async def healthz() -> Health:
         """The process is up."""
         return Health(status="ok")
 

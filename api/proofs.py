@@ -8,9 +8,10 @@ same code the settler commits with — and checked against the epoch's stored ro
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -49,6 +50,7 @@ class EpochTree:
     leaves: tuple[tuple[int, str, int], ...]
     positions: dict[str, int]
     proofs: tuple[tuple[str, ...], ...]
+    _fragments: dict[int, bytes] = field(default_factory=dict, compare=False, repr=False)
 
     def leaf_of(self, account: str) -> Leaf | None:
         """The leaf of `account` (checksummed), or None when it earned nothing this epoch."""
@@ -57,6 +59,24 @@ class EpochTree:
             return None
         index, holder, amount = self.leaves[position]
         return Leaf(self.epoch, index, holder, amount, self.proofs[position])
+
+    def fragment(self, position: int) -> bytes:
+        """The JSON of the leaf at `position` up to its root, serialised once and reused:
+        `{"epoch":..,"index":..,"account":..,"amount":"..","proof":[..],"root":` (the
+        caller appends the root and the `claimed` flag)."""
+        cached = self._fragments.get(position)
+        if cached is None:
+            index, account, amount = self.leaves[position]
+            head = {
+                "epoch": self.epoch,
+                "index": index,
+                "account": account,
+                "amount": str(amount),
+                "proof": list(self.proofs[position]),
+            }
+            text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+            cached = self._fragments[position] = (text[:-1] + ',"root":').encode()
+        return cached
 
 
 def build_tree(connection: Connection, epoch: int, root: str) -> EpochTree:

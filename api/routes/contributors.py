@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -10,14 +13,18 @@ from typing import Annotated, Literal
 import sqlalchemy as sa
 from eth_abi.abi import encode
 from eth_utils.crypto import keccak
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
-from api.errors import COMMON_ERRORS, ApiError, NotFoundError
+from api.errors import COMMON_ERRORS, ApiError, NotFoundError, error_response
 from api.pagination import Page, encode_cursor
-from api.proofs import Leaf
+from api.proofs import EpochTree, Leaf
 from api.routes.deps import (
+    BIGINT_MAX,
     AddressPath,
     ApiContext,
     Context,
@@ -244,19 +251,13 @@ def claimable_leaves(
     return found
 
 
-@router.get("/{address}/proofs", response_model=ProofList)
-def proofs(
-    address: AddressPath,
-    ctx: Context,
-    conn: Db,
-    epoch: Annotated[int | None, Query(ge=0, le=2**63 - 1, description="Only this epoch.")] = None,
-) -> ProofList:
-    """Merkle proofs of the contributor's leaves in claimable epochs."""
-    account = checksummed(address)
-    leaves = claimable_leaves(conn, ctx, account, epoch)
-    if epoch is not None and not leaves:
-        raise NotFoundError(f"no claimable leaf of {account} in epoch {epoch}")
-    claimed = claimed_leaves(conn, ctx, account) if leaves else set()
+def _proofs_from_db(ctx: ApiContext, account: str, epoch: int | None) -> ProofList:
+    """The proofs with every read fresh from the database (no proof view: see `ProofViews`)."""
+    with ctx.engine.connect() as conn:
+        leaves = claimable_leaves(conn, ctx, account, epoch)
+        if epoch is not None and not leaves:
+            raise NotFoundError(f"no claimable leaf of {account} in epoch {epoch}")
+        claimed = claimed_leaves(conn, ctx, account) if leaves else set()
     return ProofList(
         account=account,
         items=[
@@ -272,6 +273,190 @@ def proofs(
             for leaf, root in leaves
         ],
     )
+
+
+_CLAIMED = b',"claimed":true}'
+_UNCLAIMED = b',"claimed":false}'
+
+
+@dataclass(frozen=True)
+class ProofView:
+    """The claimable epochs (with their trees) and their indexed claims, read together.
+
+    Everything a proof lookup needs, in memory: a lookup is a few dict probes and a join of
+    leaf JSON serialised once per leaf (`EpochTree.fragment`).
+    """
+
+    epochs: tuple[tuple[int, bytes, EpochTree], ...]
+    """Claimable epochs by id: `(epoch, its root as JSON, its tree)`."""
+    claimed: frozenset[tuple[int, int]]
+    """`(epoch, leaf index)` of every indexed claim in those epochs."""
+    read_at: float
+    """`time.monotonic()` when the read began: the view is at most this old."""
+
+    def body(self, account: str, epoch: int | None = None) -> bytes | None:
+        """The `ProofList` JSON of `account` (checksummed); None when `epoch` is given and the
+        account has no leaf in it (a 404)."""
+        items: list[bytes] = []
+        for epoch_id, root, tree in self.epochs:
+            if epoch is not None and epoch_id != epoch:
+                continue
+            position = tree.positions.get(account)
+            if position is None:
+                continue
+            index = tree.leaves[position][0]
+            flag = _CLAIMED if (epoch_id, index) in self.claimed else _UNCLAIMED
+            items.append(tree.fragment(position) + root + flag)
+        if epoch is not None and not items:
+            return None
+        return b"".join(
+            (b'{"account":', json.dumps(account).encode(), b',"items":[', b",".join(items), b"]}")
+        )
+
+
+def read_proof_view(ctx: ApiContext) -> ProofView:
+    """The proof view as of now: the epochs, the trees of the claimable ones (from the tree
+    cache; built on first use) and their indexed claims. Blocking: run it in a thread."""
+    read_at = time.monotonic()
+    with ctx.engine.connect() as conn:
+        heads = _epoch_heads(conn)
+        disputed = _disputed_epochs(conn, ctx)
+        claimable = [h for h in heads if h.root is not None and is_claimable(h, disputed)]
+        epochs = tuple(
+            (h.id, json.dumps(h.root).encode(), ctx.trees.get(conn, h.id, h.root))
+            for h in claimable
+            if h.root is not None
+        )
+        claimed: frozenset[tuple[int, int]] = frozenset()
+        if epochs:
+            rows = conn.execute(
+                sa.select(_claims.c.epoch, _claims.c.leaf_index).where(
+                    _claims.c.epoch.in_([e for e, _, _ in epochs]), *_chain_filter(_claims, ctx)
+                )
+            )
+            claimed = frozenset((int(r.epoch), int(r.leaf_index)) for r in rows)
+    return ProofView(epochs, claimed, read_at)
+
+
+class ProofViews:
+    """The current `ProofView` of an app, re-read in a worker thread at most once per
+    `epoch_cache_s`: proof lookups never touch the database or block the event loop.
+
+    A view is served while younger than `epoch_cache_s`; once half that age a fresh read starts
+    in the background (one at a time), so on a busy API requests rarely wait for a read and the
+    `claimed` flags and epoch statuses they show are at most `epoch_cache_s` old. Claim-all and
+    royalties keep reading claims from the database per request.
+    """
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx
+        self._view: ProofView | None = None
+        self._reading: asyncio.Task[ProofView] | None = None
+
+    async def _read(self) -> ProofView:
+        view = await run_in_threadpool(read_proof_view, self.ctx)
+        if self._view is None or view.read_at >= self._view.read_at:
+            self._view = view
+        return view
+
+    def _start_read(self) -> asyncio.Task[ProofView]:
+        reading = self._reading
+        loop = asyncio.get_running_loop()
+        if reading is None or reading.done() or reading.get_loop() is not loop:
+            reading = self._reading = loop.create_task(self._read())
+            # Retrieve a failed background read's exception (it is raised to waiters).
+            reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return reading
+
+    async def current(self) -> ProofView:
+        """A view at most `epoch_cache_s` old."""
+        ttl = self.ctx.settings.epoch_cache_s
+        view = self._view
+        if view is not None:
+            age = time.monotonic() - view.read_at
+            if age < ttl:
+                if age >= ttl / 2:
+                    self._start_read()
+                return view
+        return await asyncio.shield(self._start_read())
+
+
+def proof_views(ctx: ApiContext) -> ProofViews | None:
+    """The app's proof views; None when the tree cache or the epoch cache is off (every
+    lookup then reads the database, the reference behaviour)."""
+    if ctx.trees.max_epochs <= 0 or ctx.settings.epoch_cache_s <= 0:
+        return None
+    views: ProofViews | None = ctx.cache.get("proof_views")
+    if views is None:
+        views = ctx.cache["proof_views"] = ProofViews(ctx)
+    return views
+
+
+@router.get("/{address}/proofs", response_model=ProofList)
+async def proofs(
+    address: AddressPath,
+    request: Request,
+    epoch: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="Only this epoch.")] = None,
+) -> Response | ProofList:
+    """Merkle proofs of the contributor's leaves in claimable epochs.
+
+    Served from memory (see `ProofViews`): `claimed` may lag the indexer by up to
+    `[api] epoch_cache_s` (1 s); claim-all reads claims fresh.
+    """
+    ctx: ApiContext = request.app.state.context
+    account = checksummed(address)
+    views = proof_views(ctx)
+    if views is None:
+        return await run_in_threadpool(_proofs_from_db, ctx, account, epoch)
+    body = (await views.current()).body(account, epoch)
+    if body is None:
+        raise NotFoundError(f"no claimable leaf of {account} in epoch {epoch}")
+    return Response(body, media_type="application/json")
+
+
+PROOFS_ROUTE = "/v1/contributors/{address}/proofs"
+PROOFS_PREFIX = "/v1/contributors/"
+_PROOFS_PATH = re.compile(r"/v1/contributors/(0x[0-9a-fA-F]{40})/proofs")
+_EPOCH_QUERY = re.compile(rb"epoch=([0-9]{1,19})")
+_JSON_HEADERS = (b"content-type", b"application/json")
+
+
+async def answer_proof_lookup(ctx: ApiContext, scope: Scope, receive: Receive, send: Send) -> int:
+    """Answer `GET /v1/contributors/{address}/proofs[?epoch=N]` from the proof view, before
+    routing: the API's busiest request skips the router's parameter parsing and dependency
+    resolution. Returns the status sent, or 0 without sending anything when the request is
+    not one it answers exactly as the `proofs` route would (another method or query, a
+    malformed address, proof views off, a failed read): the router then handles it.
+    """
+    if scope["method"] != "GET":
+        return 0
+    match = _PROOFS_PATH.fullmatch(scope["path"])
+    if match is None:
+        return 0
+    views = proof_views(ctx)
+    if views is None:
+        return 0
+    epoch = None
+    query: bytes = scope.get("query_string", b"")
+    if query:
+        wanted = _EPOCH_QUERY.fullmatch(query)
+        if wanted is None or int(wanted.group(1)) > BIGINT_MAX:
+            return 0
+        epoch = int(wanted.group(1))
+    try:
+        view = await views.current()
+    except Exception:
+        return 0  # the route reads again and answers the error in the API's shape
+    account = checksummed(match.group(1))
+    body = view.body(account, epoch)
+    if body is None:
+        message = f"no claimable leaf of {account} in epoch {epoch}"
+        await error_response(404, "not_found", message)(scope, receive, send)
+        return 404
+    length = (b"content-length", str(len(body)).encode())
+    await send({"type": "http.response.start", "status": 200, "headers": [length, _JSON_HEADERS]})
+    await send({"type": "http.response.body", "body": body})
+    return 200
 
 
 class ClaimArgs(BaseModel):

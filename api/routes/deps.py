@@ -52,7 +52,8 @@ class ApiContext:
         return self.chain_id, self.distributor
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
+    """The app's context (async: FastAPI would run a plain function in a worker thread)."""
     ctx: ApiContext = request.app.state.context
     return ctx
 
