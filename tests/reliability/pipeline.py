@@ -2,7 +2,7 @@
 
     anvil (blocks pinned to the wall clock) ─▶ indexer process ─▶ PostgreSQL + Kafka `chain`
     client threads ─▶ metering gateway process ─▶ Triton ─▶ Kafka `usage`
-    Kafka `usage` + `chain` ─▶ stream worker processes ─▶ PostgreSQL accruals
+    Kafka `usage` + `chain` ─▶ faust stream workers ─▶ PostgreSQL accruals
     settler process ─▶ epochs computed, committed on anvil
 
 Every process can be SIGKILLed and restarted; the broker can be restarted; the chain can be
@@ -281,14 +281,16 @@ def worker_service(
     chain_id: int,
     epoch_s: int,
     genesis: int,
+    module: str = "stream.faust_app",
 ) -> Service:
-    """A stream worker (`python -m stream.app`) with static membership `chaos-<index>`."""
+    """A stream worker (`python -m <module>`: the faust engine by default, `stream.app` for
+    kafka-python) with static membership `chaos-<index>`."""
     return Service(
         f"worker-{index}",
         [
             sys.executable,
             "-m",
-            "stream.app",
+            module,
             "--bootstrap-servers",
             env["ROYALTY_KAFKA_BOOTSTRAP_SERVERS"],
             "--db-url",

@@ -1,16 +1,20 @@
 """The reliability scenario: the whole pipeline on the real services, faults injected at random.
 
-Traffic flows through the metering gateway into Kafka, the stream workers join it with the
+Traffic flows through the metering gateway into Kafka, the faust stream workers join it with the
 indexed chain into PostgreSQL, the settler closes and commits epochs on anvil. Meanwhile the
-scenario SIGKILLs and restarts, at random, the gateway, the Kafka broker, a worker, the
-indexer and the settler, and reorganises the chain below the confirmation depth. Then it lets
-the pipeline drain and checks the DESIGN.md invariants end to end:
+scenario SIGKILLs and restarts, at random, the gateway, the Kafka broker, a faust worker, the
+indexer and the settler, and reorganises the chain below the confirmation depth (each kind of
+fault at least once). Then it lets the pipeline drain and checks the DESIGN.md invariants end
+to end:
 
 1. every inference the client saw succeed is billed exactly once, and nothing is billed that
    the metering node did not sign;
 2. conservation per epoch: fees billed = leaf amounts x 10^6 + carries (out - in), the leaf
    total is what the chain holds for the epoch, committed once;
-3. every committed epoch verifies from public inputs (`royalty verify`).
+3. every committed epoch verifies from public inputs (`royalty verify`);
+4. claims: once the dispute window has passed, every leaf of every committed epoch is claimed
+   with its proof; each account receives exactly its leaves, the distributor pays out exactly
+   the committed totals, and a second claim of any leaf reverts.
 
 A short report (faults injected, events, invariants checked) is printed.
 """
@@ -26,12 +30,15 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from api.proofs import build_tree
 from deploy.local import Anvil, KafkaBroker, TritonServer
 from indexer.asof import ChainState
 from schemas import migrate
 from schemas.engine import create_engine
 from schemas.tables import metadata
-from settlement.chain import System
+from settlement.chain import System, demo_token
+from settlement.chain.distributor import Claim
+from settlement.chain.errors import ContractRevertError
 from settlement.verify import verify_epoch
 from tests.contracts.contract_helpers import (
     ChainHarness,
@@ -169,6 +176,60 @@ def _settled_and_verified(url: str, system: System, deadline: float) -> list[int
         engine.dispose()
 
 
+def _claim_everything(url: str, system: System, harness: ChainHarness) -> tuple[int, int]:
+    """Past the dispute window, claim every leaf of every committed epoch (sent by the
+    deployer: tokens go to the leaf's account); check what moved. (leaves, tokens) claimed."""
+    distributor = system.royalty_distributor
+    token = demo_token(harness.client, system.manifest)
+    harness.advance_time(distributor.dispute_window_s() + 1)
+    engine = create_engine(url, poolclass=NullPool)
+    epochs = _t["epochs"]
+    claims: list[Claim] = []
+    committed_total = 0
+    try:
+        with engine.connect() as c:
+            rows = c.execute(
+                sa.select(epochs.c.id, epochs.c.root, epochs.c.total).where(
+                    epochs.c.tx_hash.is_not(None)
+                )
+            ).all()
+            for row in rows:
+                tree = build_tree(c, int(row.id), str(row.root))
+                committed_total += int(row.total)
+                assert sum(amount for _, _, amount in tree.leaves) == int(row.total)
+                claims += [
+                    Claim(
+                        int(row.id),
+                        index,
+                        account,
+                        amount,
+                        tuple(bytes.fromhex(p[2:]) for p in tree.proofs[i]),
+                    )
+                    for i, (index, account, amount) in enumerate(tree.leaves)
+                ]
+    finally:
+        engine.dispose()
+    assert claims, "no leaf to claim"
+    expected: Counter[str] = Counter()
+    for claim in claims:
+        expected[claim.account] += claim.amount
+    before = {account: token.balance_of(account) for account in expected}
+    held = token.balance_of(distributor.address)
+    sender = harness.actors.deployer
+    for epoch in sorted({claim.epoch for claim in claims}):
+        batch = sorted((cl for cl in claims if cl.epoch == epoch), key=lambda cl: cl.account)
+        receipt = distributor.claim_many(sender, batch)
+        assert receipt["status"] == 1
+    for account, amount in expected.items():
+        assert token.balance_of(account) - before[account] == amount, account
+    assert held - token.balance_of(distributor.address) == committed_total
+    assert all(distributor.is_claimed(cl.epoch, cl.index) for cl in claims)
+    with pytest.raises(ContractRevertError) as again:
+        distributor.claim(sender, claims[0])
+    assert again.value.error_name == "AlreadyClaimed"
+    return len(claims), committed_total
+
+
 def test_chaos_every_success_billed_once(
     tmp_path: Path, pg_url: str, triton_server: TritonServer
 ) -> None:
@@ -209,10 +270,12 @@ def test_chaos_every_success_billed_once(
         traffic = Traffic(lambda: url, keys).start()
 
         # --- chaos --------------------------------------------------------------------------
+        kinds = ["gateway", "broker", "worker", "indexer", "settler", "reorg"]
+        pending = rng.sample(kinds, len(kinds))  # each kind at least once, in random order
         deadline = time.monotonic() + CHAOS_S
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline or pending:
             time.sleep(rng.uniform(2.0, 5.0))
-            fault = rng.choice(["gateway", "broker", "worker", "indexer", "settler", "reorg"])
+            fault = pending.pop() if pending else rng.choice(kinds)
             faults[fault] += 1
             print(f"[chaos] t+{CHAOS_S - (deadline - time.monotonic()):.0f}s {fault}", flush=True)
             if fault == "gateway":
@@ -266,6 +329,10 @@ def test_chaos_every_success_billed_once(
         )
         assert unsigned == 0
         epochs_checked = _settled_and_verified(pg_url, system, drain_deadline + 120)
+        for service in services:
+            service.stop()
+        clock.stop()
+        leaves, claimed = _claim_everything(pg_url, system, harness)
         extra = len(set(billed) - succeeded)
         letters = _scalar(pg_url, sa.select(sa.func.count()).select_from(_t["dead_letters"]))
         print(
@@ -276,9 +343,11 @@ def test_chaos_every_success_billed_once(
             f"  successful inferences: {len(succeeded)}, billed: {len(billed)} "
             f"(of which {extra} whose response the client never got), dead letters: {letters}\n"
             f"  epochs committed and verified: {epochs_checked}\n"
+            f"  leaves claimed: {leaves}, tokens claimed: {claimed} (= committed totals)\n"
             "  invariants: every success billed once; no unsigned billing; every accrual settled "
             "in one epoch; fees = payouts + carries per epoch; one commit per epoch on-chain, "
-            "equal to the database; every epoch verified from public inputs"
+            "equal to the database; every epoch verified from public inputs; every leaf claimed "
+            "once, claims = committed totals"
         )
     finally:
         if traffic is not None:
