@@ -305,9 +305,18 @@ def _fmt(value: float | None) -> str:
 def markdown(figures: list[Figure], failed: list[str], meta: dict[str, Any]) -> str:
     """The roll-up table."""
     m = meta["machine"]
+    where = f"{m['cpu']}, {m['cores']} cores, Python {m['python']}"
+    if meta.get("rolled_up_only"):
+        # Nothing ran now: each figure is its benchmark's last saved run on this machine.
+        head = (
+            f"Rolled up {meta['generated_at'][:10]} from each benchmark's last saved run "
+            f"(`bench/results/<name>.json`) on {where}."
+        )
+    else:
+        sizes = "quick sizes" if meta["quick"] else "full sizes"
+        head = f"Measured {meta['generated_at'][:10]} on {where} ({sizes})."
     lines = [
-        f"Measured {meta['generated_at'][:10]} on {m['cpu']}, {m['cores']} cores, "
-        f"Python {m['python']} ({'quick sizes' if meta['quick'] else 'full sizes'}).",
+        head,
         "",
         "| benchmark | figure | value | baseline | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
@@ -373,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         "generated_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
         "quick": a.quick,
+        "rolled_up_only": a.no_run,
         "runs": runs,
     }
     summary = {
