@@ -46,6 +46,15 @@ JVM_OPTS = [
 ]
 
 
+def _cluster_id() -> str:
+    """A random KRaft cluster id (22 URL-safe base64 characters), never starting with "-":
+    the storage tool would read such an id as an option (as Kafka's own `random-uuid` avoids)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class KafkaBroker:
     """A throwaway single-node Kafka cluster in `workdir`.
@@ -68,7 +77,7 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def _format(self, config: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = _cluster_id()
         cmd = [
             java_binary(),
             *JVM_OPTS,
