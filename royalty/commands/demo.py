@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,9 @@ def demo(
     from royalty.demo.run import DemoOptions, TrafficPlan, run_demo
 
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped into a log: rich would fold the summary tables into 80 columns.
+        console = Console(width=160)
     target = (workdir or load_settings().engine.data_dir / "demo").resolve()
     console.rule("royalty engine demo")
     options = DemoOptions(
