@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import StrictBool, StringConstraints, model_validator
 
@@ -70,6 +70,47 @@ class Accrual(Record):
 def kafka_key(accrual: Accrual) -> bytes:
     """The Kafka key of an `accruals` message: the model id in decimal ASCII."""
     return str(accrual.model_id).encode("ascii")
+
+
+ACCRUAL_ROW_COLUMNS = (
+    "usage_id",
+    "epoch",
+    "model_id",
+    "license_id",
+    "payer",
+    "event_time",
+    "units",
+    "price_per_unit_e6",
+    "fee_e6",
+    "state_block_number",
+    "state_log_index",
+    "operator",
+    "operator_bps",
+    "treasury_bps",
+    "contributors_bps",
+)
+"""The flat columns of an accrual row (the `accruals` table and its analytics copy)."""
+
+
+def accrual_row(a: Accrual) -> tuple[Any, ...]:
+    """`a`'s values in `ACCRUAL_ROW_COLUMNS` order (the state interval flattened)."""
+    return (
+        a.usage_id,
+        a.epoch,
+        a.model_id,
+        a.license_id,
+        a.payer,
+        a.event_time,
+        a.units,
+        a.price_per_unit_e6,
+        a.fee_e6,
+        a.state_interval.block_number,
+        a.state_interval.log_index,
+        a.operator,
+        a.operator_bps,
+        a.treasury_bps,
+        a.contributors_bps,
+    )
 
 
 class RejectReason(StrEnum):

@@ -553,11 +553,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of `python -m stream.app`."""
-    a = _parser().parse_args(argv)
-    if a.metrics_port:
-        start_http_server(a.metrics_port, registry=REGISTRY)
+def config_from_args(
+    argv: Sequence[str] | None, prog: str = "python -m stream.app"
+) -> tuple[WorkerConfig, int | None]:
+    """The worker options (both engines take the same) → the worker's configuration and the
+    metrics port."""
+    p = _parser()
+    p.prog = prog
+    a = p.parse_args(argv)
     config = WorkerConfig(
         bootstrap_servers=a.bootstrap_servers,
         db_url=a.db_url,
@@ -576,6 +579,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         session_timeout_ms=a.session_timeout_ms,
         connect_timeout_s=a.connect_timeout_s,
     )
+    return config, a.metrics_port
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `python -m stream.app`."""
+    config, metrics_port = config_from_args(argv)
+    if metrics_port:
+        start_http_server(metrics_port, registry=REGISTRY)
     serve(config)
 
 

@@ -68,7 +68,6 @@ from kafka import KafkaProducer
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
-from metering.keyfiles import load_key_ring
 from stream.app import (
     DECIDED,
     FINALIZED_BLOCK,
@@ -76,12 +75,11 @@ from stream.app import (
     PRODUCER_SETTINGS,
     REGISTRY,
     WorkerConfig,
-    _parser,
     confirm_sent,
     send_outcome,
     worker_engine,
 )
-from stream.epochs import EpochClock
+from stream.app import config_from_args as app_config_from_args
 from stream.errors import CheckpointConflict
 from stream.partition_batch import (
     Message,
@@ -418,28 +416,7 @@ def _increasing(batch: list[Message], first: int | None) -> list[Message]:
 def config_from_args(argv: Sequence[str] | None) -> tuple[WorkerConfig, int | None]:
     """The `python -m stream.app` options (same parser) → the worker's configuration and the
     metrics port."""
-    p = _parser()
-    p.prog = "python -m stream.faust_app"
-    a = p.parse_args(argv)
-    config = WorkerConfig(
-        bootstrap_servers=a.bootstrap_servers,
-        db_url=a.db_url,
-        chain_id=a.chain_id,
-        key_ring=load_key_ring(a.key_ring),
-        clock=EpochClock(a.epoch_length, a.epoch_genesis),
-        usage_topic=a.usage_topic,
-        chain_topic=a.chain_topic,
-        accruals_topic=a.accruals_topic,
-        dead_letter_topic=a.dead_letter_topic,
-        group_id=a.group_id,
-        component=a.component,
-        max_records=a.max_records,
-        max_held=a.max_held,
-        instance_id=a.instance_id,
-        session_timeout_ms=a.session_timeout_ms,
-        connect_timeout_s=a.connect_timeout_s,
-    )
-    return config, a.metrics_port
+    return app_config_from_args(argv, prog="python -m stream.faust_app")
 
 
 def serve(config: WorkerConfig, loglevel: str = "WARNING") -> int:

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from schemas.accrual import Accrual, DeadLetter
+from schemas.accrual import ACCRUAL_ROW_COLUMNS, Accrual, DeadLetter, accrual_row
 from schemas.usage import UsageEvent, encode_usage_event
 
 TABLES: dict[str, str] = {
@@ -135,43 +135,8 @@ class ClickHouseSink:
         if accruals:
             self._insert(
                 "accruals",
-                [
-                    [
-                        a.usage_id,
-                        a.epoch,
-                        a.model_id,
-                        a.license_id,
-                        a.payer,
-                        a.event_time,
-                        a.units,
-                        a.price_per_unit_e6,
-                        a.fee_e6,
-                        a.state_interval.block_number,
-                        a.state_interval.log_index,
-                        a.operator,
-                        a.operator_bps,
-                        a.treasury_bps,
-                        a.contributors_bps,
-                    ]
-                    for a in accruals
-                ],
-                [
-                    "usage_id",
-                    "epoch",
-                    "model_id",
-                    "license_id",
-                    "payer",
-                    "event_time",
-                    "units",
-                    "price_per_unit_e6",
-                    "fee_e6",
-                    "state_block_number",
-                    "state_log_index",
-                    "operator",
-                    "operator_bps",
-                    "treasury_bps",
-                    "contributors_bps",
-                ],
+                [list(accrual_row(a)) for a in accruals],
+                list(ACCRUAL_ROW_COLUMNS),
             )
         if letters:
             self._insert(

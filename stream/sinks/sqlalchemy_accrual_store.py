@@ -24,7 +24,7 @@ from psycopg import sql as psql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from schemas.accrual import Accrual, DeadLetter
+from schemas.accrual import ACCRUAL_ROW_COLUMNS, Accrual, DeadLetter, accrual_row
 from schemas.chain import ChainPosition
 from schemas.tables import metadata
 from schemas.usage import UsageEvent, encode_usage_event
@@ -46,23 +46,7 @@ _USAGE_COLUMNS = (
     "payload",
     "received_at",
 )
-_ACCRUAL_COLUMNS = (
-    "usage_id",
-    "epoch",
-    "model_id",
-    "license_id",
-    "payer",
-    "event_time",
-    "units",
-    "price_per_unit_e6",
-    "fee_e6",
-    "state_block_number",
-    "state_log_index",
-    "operator",
-    "operator_bps",
-    "treasury_bps",
-    "contributors_bps",
-)
+_ACCRUAL_COLUMNS = ACCRUAL_ROW_COLUMNS
 
 # Bound parameters per IN (...) lookup: SQLite allows 32766 variables, PostgreSQL 65535; stay
 # well below, while a whole batch usually takes one query.
@@ -164,26 +148,7 @@ class SqlAlchemyAccrualStore:
         """Insert accruals; one already stored for the same usage id is kept as it is."""
         if not accruals:
             return
-        rows = [
-            (
-                a.usage_id,
-                a.epoch,
-                a.model_id,
-                a.license_id,
-                a.payer,
-                a.event_time,
-                a.units,
-                a.price_per_unit_e6,
-                a.fee_e6,
-                a.state_interval.block_number,
-                a.state_interval.log_index,
-                a.operator,
-                a.operator_bps,
-                a.treasury_bps,
-                a.contributors_bps,
-            )
-            for a in accruals
-        ]
+        rows = [accrual_row(a) for a in accruals]
         self._insert_rows(_accruals, _ACCRUAL_COLUMNS, rows, conflict="(usage_id)")
 
     def _insert_rows(

@@ -78,3 +78,19 @@ def test_sink_and_documented_queries(analytics_database: tuple[str, str]) -> Non
     )
     raw = client.query(f"SELECT count() FROM {db}.usage_raw FINAL").result_rows
     assert raw == [(4,)]
+
+
+def test_accrual_row_is_the_table_row() -> None:
+    """The flat row both sinks write matches the `accruals` table, column by column."""
+    from schemas.accrual import ACCRUAL_ROW_COLUMNS, accrual_row
+    from schemas.tables import metadata
+
+    accrual = _accrual(9, 3, ALICE, 1_700_000_000, 4, BIG)
+    row = dict(zip(ACCRUAL_ROW_COLUMNS, accrual_row(accrual), strict=True))
+    assert set(ACCRUAL_ROW_COLUMNS) <= set(metadata.tables["accruals"].c.keys())
+    assert row["state_block_number"] == 5
+    assert row["state_log_index"] == 1
+    assert row["fee_e6"] == 4 * BIG
+    assert row["payer"] == accrual.payer
+    flat = accrual.model_dump(exclude={"state_interval"})
+    assert {k: v for k, v in row.items() if k in flat} == {k: flat[k] for k in row if k in flat}
