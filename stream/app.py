@@ -54,7 +54,12 @@ from typing import Any, TypeVar
 
 import structlog
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    MetadataEmptyBrokerList,
+)
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from sqlalchemy.engine import Engine, make_url
@@ -231,16 +236,7 @@ class KafkaJoinWorker:
         servers = c.bootstrap_servers.split(",")
         deadline = time.monotonic() + c.connect_timeout_s
         chain_partitions = until_reachable("create the topics", deadline, self._ensure_topics)
-        self._producer = until_reachable(
-            "connect the producer",
-            deadline,
-            lambda left: KafkaProducer(
-                bootstrap_servers=servers,
-                client_id=f"{c.client_id}-out",
-                **PRODUCER_SETTINGS,
-                bootstrap_timeout_ms=_bootstrap_ms(left),
-            ),
-        )
+        self._producer = self._connect_producer(deadline)
         self._chain = until_reachable(
             "connect the chain consumer",
             deadline,
@@ -315,6 +311,35 @@ class KafkaJoinWorker:
                 raise RuntimeError(f"topic {topic!r} has no partition metadata after {timeout_s}s")
             time.sleep(0.1)
 
+    def _connect_producer(self, deadline: float) -> KafkaProducer:
+        """The output producer, the broker waited for with backoff until `deadline`."""
+        c = self.config
+        return until_reachable(
+            "connect the producer",
+            deadline,
+            lambda left: KafkaProducer(
+                bootstrap_servers=c.bootstrap_servers.split(","),
+                client_id=f"{c.client_id}-out",
+                **PRODUCER_SETTINGS,
+                bootstrap_timeout_ms=_bootstrap_ms(left),
+            ),
+        )
+
+    def _drop_producer(self) -> None:
+        """Forget a producer that failed to get a batch acknowledged; the next batch connects a
+        fresh one (after a broker restart kafka-python's idempotent producer can keep failing
+        under its old producer id). Its unacknowledged records are dropped: their batch was
+        rolled back and will be produced again."""
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        sender = getattr(producer, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+            sender.join(5)
+        with contextlib.suppress(Exception):
+            producer.close(timeout=0)
+
     def close(self) -> None:
         """Leave the group and release connections."""
         for client in (self._usage, self._chain, self._producer):
@@ -380,9 +405,19 @@ class KafkaJoinWorker:
         """Consume until `stop` is set."""
         assert self._usage is not None
         assert self._chain is not None
+        delay = _BACKOFF_S[0]
         while not stop.is_set():
-            self._fold_chain(self._chain.poll(timeout_ms=0))
-            self.step(self._usage.poll(timeout_ms=self.config.poll_ms))
+            try:
+                self._fold_chain(self._chain.poll(timeout_ms=0))
+                records = self._usage.poll(timeout_ms=self.config.poll_ms)
+            except _UNREACHABLE as exc:
+                # A broker restarting: nothing was taken from the topics; poll again.
+                log.warning("Kafka unreachable; polling again", error=repr(exc), retry_in=delay)
+                stop.wait(delay)
+                delay = min(delay * 2, _BACKOFF_S[1])
+                continue
+            delay = _BACKOFF_S[0]
+            self.step(records)
 
     def step(self, records: dict[TopicPartition, list[Any]]) -> None:
         """Decide the polled records, plus the held events the chain may now release."""
@@ -397,8 +432,7 @@ class KafkaJoinWorker:
         batches = {
             tp: [(m.offset, m.value) for m in records.get(tp, [])] for tp in [*records, *retry]
         }
-        if batches:
-            self._process(batches)
+        if batches and self._process(batches):
             for tp in batches:
                 self._tried_at_block[tp] = block
         # Back-pressure: a full hold buffer stops consumption until the watermark moves.
@@ -408,14 +442,21 @@ class KafkaJoinWorker:
         else:
             self._usage.resume(*assigned)
 
-    def _process(self, batches: dict[TopicPartition, list[Message]]) -> None:
+    def _process(self, batches: dict[TopicPartition, list[Message]]) -> bool:
         """Decide one poll's partition batches in ONE transaction: each partition's outputs
-        and checkpoint (compare-and-set, as always), one producer flush, one commit.
+        and checkpoint (compare-and-set, as always), one producer flush, one commit. True once
+        committed.
 
-        A moved checkpoint (`CheckpointConflict`) rolls the whole poll back and seeks every
-        partition of it back to its checkpoint, so nothing is skipped."""
+        A moved checkpoint (`CheckpointConflict`), or outputs Kafka did not acknowledge (a
+        broker restarting), roll the whole poll back and seek every partition of it back to
+        its checkpoint, so nothing is skipped: the batch is decided again (a new producer
+        for the outputs after a Kafka failure)."""
         assert self._usage is not None
         assert self.chain is not None
+        if self._producer is None:
+            self._producer = self._connect_producer(
+                time.monotonic() + self.config.connect_timeout_s
+            )
         sent: list[Any] = []
         outcomes: dict[TopicPartition, PartitionOutcome] = {}
         with self.engine.connect() as connection:
@@ -443,7 +484,19 @@ class KafkaJoinWorker:
                 )
                 for tp in batches:
                     self.seek_to_checkpoint(tp)
-                return
+                return False
+            except KafkaError as exc:
+                transaction.rollback()
+                log.warning(
+                    "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+                    partitions=[str(tp) for tp in batches],
+                    error=repr(exc),
+                )
+                self._drop_producer()
+                for tp in batches:
+                    self.seek_to_checkpoint(tp)
+                time.sleep(_BACKOFF_S[0])
+                return False
             except BaseException:
                 transaction.rollback()
                 raise
@@ -473,6 +526,7 @@ class KafkaJoinWorker:
             # Only for lag monitoring: positions come from the database checkpoint.
             with contextlib.suppress(Exception):
                 self._usage.commit(offsets)
+        return True
 
     def _send(self, outcome: PartitionOutcome) -> list[Any]:
         """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""

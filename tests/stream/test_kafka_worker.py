@@ -1,7 +1,7 @@
 """The stream worker on real Kafka, anvil and PostgreSQL: the ground-truth scenario produced into
 `usage` and indexed into `chain` gives the scenario's expected accruals and rejects, exactly the
 embedded runner's; held events wait for the watermark; a worker SIGKILLed mid-stream and
-restarted loses and doubles nothing. (The worker runs on kafka-python; see `stream.app`.)"""
+restarted loses and doubles nothing (on both engines; the rest on kafka-python, `stream.app`)."""
 
 from __future__ import annotations
 
@@ -25,13 +25,16 @@ from tests.indexer.support import index_to_head, make_follower
 from tests.stream.scenario import EPOCH_S, Script, build
 from tests.stream.test_embedded import _check
 from tests.stream.worker_support import (
+    ENGINES,
     ThreadWorker,
     Topics,
+    assert_each_usage_id_once,
     decided_count,
     expected_totals,
     index_into_topic,
     produce_usage,
-    spawn_worker,
+    spawn_engine,
+    stop,
     wait_for,
     worker_config,
 )
@@ -120,7 +123,9 @@ def test_worker_matches_scenario_and_embedded_runner(
     assert _worker_accruals(pg_url) == embedded
 
 
+@pytest.mark.parametrize("module", ENGINES)
 def test_worker_sigkilled_mid_stream_and_restarted(
+    module: str,
     st_system: System,
     st_chain: ChainHarness,
     pg_url: str,
@@ -139,7 +144,7 @@ def test_worker_sigkilled_mid_stream_and_restarted(
     for chunk in chunks:
         produce_usage(servers, topics.usage, chunk)
         produced += len(chunk)
-        process = spawn_worker(script, servers, pg_url, chain_id, topics, tmp_path)
+        process = spawn_engine(module, script, servers, pg_url, chain_id, topics, tmp_path)
         before = sum(decided_count(engine))
         try:
             # Killed once it has committed something of this chunk: mid-stream, not at rest.
@@ -147,13 +152,13 @@ def test_worker_sigkilled_mid_stream_and_restarted(
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
-    process = spawn_worker(script, servers, pg_url, chain_id, topics, tmp_path)
+    process = spawn_engine(module, script, servers, pg_url, chain_id, topics, tmp_path)
     try:
         want = expected_totals(script)
         wait_for(lambda: decided_count(engine) == want, 90, f"{want} accruals / dead letters")
         assert _consumed(pg_url, topics.component) == (produced, 0)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process, tmp_path / "worker-1.log")
     _check(script, engine)
+    assert_each_usage_id_once(engine)
     engine.dispose()

@@ -1,24 +1,30 @@
 """The kafka-python worker waits for an unreachable broker at start (backoff until a deadline)
-instead of dying on the first connection error, and says clearly when the deadline passes."""
+instead of dying on the first connection error, and says clearly when the deadline passes; once
+running, it rides out a broker restart and outputs Kafka did not acknowledge."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer
-from kafka.errors import KafkaConnectionError
+from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+from sqlalchemy.pool import NullPool
 
+import stream.app as stream_app
 from deploy.local import KafkaBroker
 from deploy.local.process import free_port
 from metering.signing import KeyRing
 from schemas import migrate
+from schemas.engine import create_engine
 from stream.app import KafkaJoinWorker, WorkerConfig, until_reachable
 from stream.epochs import EpochClock
 from stream.errors import BrokerUnavailable, Retryable
-from tests.stream.worker_support import Topics
+from tests.stream.worker_support import ThreadWorker, Topics, decided_count, produce_usage
 
 
 def _config(servers: str, url: str, timeout_s: float) -> WorkerConfig:
@@ -106,3 +112,65 @@ def test_worker_waits_for_a_broker_that_starts_late(sqlite_url: str, tmp_path: P
     finally:
         worker.close()
         broker.stop()
+
+
+def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_running_worker_rides_out_a_broker_restart_and_a_failed_flush(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once running, a broker that goes away is polled again with backoff (kafka-python raises
+    connection errors out of `poll()`), and a batch whose outputs Kafka does not acknowledge is
+    rolled back and decided again: the worker thread never dies, every message is decided once."""
+    migrate.upgrade(sqlite_url)
+    broker = KafkaBroker(tmp_path / "kafka").start()
+    config = _config(broker.bootstrap_servers, sqlite_url, timeout_s=120)
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    flushes = {"failed": 0}
+    real_confirm = stream_app.confirm_sent
+
+    def confirm_once_failing(producer: Any, futures: list[Any]) -> None:
+        if futures and not flushes["failed"]:
+            flushes["failed"] += 1
+            raise KafkaTimeoutError("outputs not acknowledged (injected)")
+        real_confirm(producer, futures)
+
+    monkeypatch.setattr(stream_app, "confirm_sent", confirm_once_failing)
+    worker = ThreadWorker(config).start()
+    try:
+        usage = lambda: worker.worker._usage  # noqa: E731
+        _wait(lambda: usage() is not None and bool(usage().assignment()), 60, "partitions assigned")
+        # kafka-python raises connection errors out of `poll()` while the coordinator is away.
+        consumer, polls = usage(), {"failed": 0}
+        real_poll = consumer.poll
+
+        def poll_once_failing(*args: Any, **kwargs: Any) -> Any:
+            if not polls["failed"]:
+                polls["failed"] += 1
+                raise KafkaConnectionError("socket disconnected (injected)")
+            return real_poll(*args, **kwargs)
+
+        consumer.poll = poll_once_failing
+        # Malformed usage: each one is decided as a dead letter (no key ring, no chain needed).
+        produce_usage(broker.bootstrap_servers, config.usage_topic, [b"{bad"] * 3)
+        _wait(lambda: decided_count(engine) == (0, 3), 90, "3 dead letters")
+        assert flushes["failed"] == 1  # the first batch was rolled back, then decided again
+        assert polls["failed"] == 1
+        broker.stop()
+        time.sleep(4)  # polls fail meanwhile
+        broker.start()
+        produce_usage(broker.bootstrap_servers, config.usage_topic, [b"[]"] * 2)
+        _wait(lambda: decided_count(engine) == (0, 5), 120, "5 dead letters")
+    finally:
+        try:
+            worker.stop()  # re-raises what the worker thread died of, if it did
+        finally:
+            engine.dispose()
+            broker.stop()

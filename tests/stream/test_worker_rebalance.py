@@ -24,20 +24,22 @@ from settlement.chain import System
 from tests.contracts.contract_helpers import ChainHarness
 from tests.stream.scenario import build
 from tests.stream.test_embedded import _check
-from tests.stream.test_faust_worker import assert_each_usage_id_once, spawn_engine, stop
 from tests.stream.test_kafka_worker import _consumed
 from tests.stream.worker_support import (
+    ENGINES,
     Topics,
+    assert_each_usage_id_once,
     decided_count,
     expected_totals,
     index_into_topic,
     produce_usage,
+    spawn_engine,
+    stop,
     wait_for,
 )
 
 pytestmark = [pytest.mark.kafka, pytest.mark.anvil, pytest.mark.postgres, pytest.mark.slow]
 
-ENGINES = ["stream.app", "stream.faust_app"]
 SESSION_TIMEOUT_MS = 6_000
 """The broker's minimum: a SIGKILLed static member's partitions move after this long."""
 

@@ -144,27 +144,67 @@ class ThreadWorker:
             raise self._error
 
 
-def spawn_worker(
-    script: Script, servers: str, url: str, chain_id: int, t: Topics, tmp: Path
+ENGINES = ["stream.app", "stream.faust_app"]
+"""The worker engines' modules: kafka-python and faust."""
+
+
+def spawn_engine(
+    module: str,
+    script: Script,
+    servers: str,
+    url: str,
+    chain_id: int,
+    t: Topics,
+    tmp: Path,
+    *,
+    instance: str = "1",
+    max_records: int = 3,
+    session_timeout_ms: int = 10_000,
 ) -> subprocess.Popen[bytes]:
-    """`python -m stream.app` in a subprocess (SIGKILL-able)."""
+    """`python -m <module>` (`stream.app` or `stream.faust_app`) in a subprocess, with its
+    own static member id `instance`; its output goes to `tmp / worker-<instance>.log`."""
     ring = tmp / "keyring.json"
     if not ring.exists():
         write_json_atomic(ring, script.key_ring.to_json())
     args = [
-        sys.executable, "-m", "stream.app",
+        sys.executable, "-m", module,
         "--bootstrap-servers", servers, "--db-url", url, "--chain-id", str(chain_id),
         "--key-ring", str(ring), "--epoch-length", str(EPOCH_S),
         "--epoch-genesis", str(script.genesis), "--usage-topic", t.usage,
         "--chain-topic", t.chain, "--accruals-topic", t.accruals,
         "--dead-letter-topic", t.dead_letter, "--group-id", t.group,
-        "--component", t.component, "--max-records", "3",
-        "--instance-id", f"{t.group}-1",
+        "--component", t.component, "--max-records", str(max_records),
+        "--instance-id", f"{t.group}-{instance}",
+        "--session-timeout-ms", str(session_timeout_ms),
     ]  # fmt: skip
-    log = (tmp / "worker.log").open("ab")
+    log = (tmp / f"worker-{instance}.log").open("ab")
     return subprocess.Popen(
         args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
     )
+
+
+def assert_each_usage_id_once(engine: Engine) -> None:
+    """No usage id billed twice, nor both billed and rejected after the chain."""
+    accruals = metadata.tables["accruals"]
+    with engine.connect() as connection:
+        repeated = connection.execute(
+            sa.select(accruals.c.usage_id).group_by(accruals.c.usage_id).having(sa.func.count() > 1)
+        ).all()
+    assert repeated == []
+
+
+def stop(process: subprocess.Popen[bytes], log: Path) -> int:
+    """SIGTERM, and an exit within 30 s (the log tells why not); the exit status."""
+    if process.poll() is not None:
+        return process.returncode
+    process.terminate()
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+        raise AssertionError(f"worker ignored SIGTERM:\n{log.read_text()[-3000:]}") from None
+    return code
 
 
 def decided_count(engine: Engine) -> tuple[int, int]:
