@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 log = structlog.get_logger(__name__)
 
@@ -150,6 +150,11 @@ class KafkaUsagePublisher:
         log.warning("kafka producer replaced after an incomplete batch")
         try:
             failed.close(timeout=0)
+        except KafkaTimeoutError:
+            # kafka-python's close() flushes first and, with records it cannot deliver, gives up
+            # before closing anything. Those records are in the spool: stop the sender without
+            # sending them (it aborts their batches), then close for real.
+            _force_close(failed)
         except (KafkaError, AssertionError) as exc:
             log.debug("closing the failed producer", error=str(exc))
 
@@ -175,3 +180,17 @@ class KafkaUsagePublisher:
             # kafka-python's close() raises when its flush times out; what was not acked is
             # still in the spool or will be spooled by its failure callback.
             log.warning("kafka producer closed with events in flight", error=str(exc))
+
+
+def _force_close(producer: Any) -> None:
+    """Close a kafka-python producer whose queued records cannot be delivered: its sender is
+    stopped without sending them (their futures fail), so `close()` has nothing left to wait
+    for and releases the sockets and threads (instead of leaving that to `__del__`)."""
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(5)
+    try:
+        producer.close(timeout=0)
+    except (KafkaError, AssertionError) as exc:
+        log.debug("force-closing the failed producer", error=str(exc))
