@@ -331,14 +331,8 @@ class KafkaJoinWorker:
         under its old producer id). Its unacknowledged records are dropped: their batch was
         rolled back and will be produced again."""
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        sender = getattr(producer, "_sender", None)
-        if sender is not None:
-            sender.force_close()
-            sender.join(5)
-        with contextlib.suppress(Exception):
-            producer.close(timeout=0)
+        if producer is not None:
+            discard_producer(producer)
 
     def close(self) -> None:
         """Leave the group and release connections."""
@@ -547,6 +541,17 @@ def send_outcome(
         for d in outcome.letters
     ]
     return futures
+
+
+def discard_producer(producer: KafkaProducer) -> None:
+    """Close a producer without delivering what it still holds: its sender is stopped first
+    (kafka-python's `close()` flushes, and gives up without closing when records are stuck)."""
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(5)
+    with contextlib.suppress(Exception):
+        producer.close(timeout=0)
 
 
 def confirm_sent(producer: KafkaProducer | None, futures: list[Any]) -> None:

@@ -65,6 +65,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AIOTopicPartition
 from faust.types import TP
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
@@ -76,6 +77,7 @@ from stream.app import (
     REGISTRY,
     WorkerConfig,
     confirm_sent,
+    discard_producer,
     send_outcome,
     worker_engine,
 )
@@ -363,6 +365,19 @@ class FaustJoinWorker:
             except CheckpointConflict:
                 transaction.rollback()
                 return _Conflict()
+            except KafkaError as exc:
+                # Outputs not acknowledged (a broker restarting): roll back, read the batch
+                # again from the checkpoint, produce it with a fresh producer.
+                transaction.rollback()
+                log.warning(
+                    "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+                    partition=str(tp),
+                    error=repr(exc),
+                )
+                producer, self._producer = self._producer, None
+                if producer is not None:
+                    discard_producer(producer)
+                return _Seek(position.offset + 1, gap=False)
             except BaseException:
                 transaction.rollback()
                 raise

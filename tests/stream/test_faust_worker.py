@@ -87,3 +87,52 @@ def test_faust_worker_stops_on_a_failing_database(
         stop(process, tmp_path / "worker-1.log")
     assert code != 0
     assert "checkpoints" in (tmp_path / "worker-1.log").read_text()
+
+
+def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
+    kafka_broker: KafkaBroker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outputs Kafka does not acknowledge (a broker restarting) roll the partition batch back:
+    nothing is committed, the partition is sent back to its checkpoint and a fresh producer
+    takes the next try, which decides the batch once."""
+    from faust.types import TP
+    from kafka.errors import KafkaTimeoutError
+
+    import stream.faust_app as faust_app
+    from metering.signing import KeyRing
+    from stream.app import WorkerConfig
+    from stream.epochs import EpochClock
+    from stream.topic_chain_view import TopicChainView
+
+    migrate.upgrade(sqlite_url)
+    t = Topics.unique()
+    config = WorkerConfig(
+        bootstrap_servers=kafka_broker.bootstrap_servers, db_url=sqlite_url, chain_id=31337,
+        key_ring=KeyRing(), clock=EpochClock(60, 0), usage_topic=t.usage, chain_topic=t.chain,
+        accruals_topic=t.accruals, dead_letter_topic=t.dead_letter, group_id=t.group,
+        component=t.component,
+    )  # fmt: skip
+    faust_app.ensure_topics(config)  # what the worker does first
+    worker = faust_app.FaustJoinWorker(config)
+    worker.chain = TopicChainView(31337, 1)
+    real_confirm = faust_app.confirm_sent
+
+    def unacknowledged(_producer: object, futures: list[object]) -> None:
+        raise KafkaTimeoutError("outputs not acknowledged (injected)")
+
+    tp = TP(t.usage, 0)
+    batch = [(0, b"{bad"), (1, b"[]")]  # malformed: two dead letters, no chain state needed
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    try:
+        monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
+        failed = worker._decide(tp, batch, accept_gap=False)
+        assert failed == faust_app._Seek(0, gap=False)
+        assert worker._producer is None  # discarded
+        assert decided_count(engine) == (0, 0)
+        monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
+        done = worker._decide(tp, batch, accept_gap=False)
+        assert isinstance(done, faust_app._Decided)
+        assert decided_count(engine) == (0, 2)
+    finally:
+        worker.close()
+        engine.dispose()
