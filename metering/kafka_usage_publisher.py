@@ -20,7 +20,7 @@ from typing import Any, Literal
 import structlog
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
-from kafka.errors import KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 log = structlog.get_logger(__name__)
 
@@ -148,15 +148,8 @@ class KafkaUsagePublisher:
                 return
             self._producer = None
         log.warning("kafka producer replaced after an incomplete batch")
-        try:
-            failed.close(timeout=0)
-        except KafkaTimeoutError:
-            # kafka-python's close() flushes first and, with records it cannot deliver, gives up
-            # before closing anything. Those records are in the spool: stop the sender without
-            # sending them (it aborts their batches), then close for real.
-            _force_close(failed)
-        except (KafkaError, AssertionError) as exc:
-            log.debug("closing the failed producer", error=str(exc))
+        # What it still holds is in the spool: closed without delivering it.
+        discard_producer(failed)
 
     def flush(self, timeout_s: float) -> None:
         """Wait up to `timeout_s` for everything queued to be acked or failed."""
@@ -182,10 +175,10 @@ class KafkaUsagePublisher:
             log.warning("kafka producer closed with events in flight", error=str(exc))
 
 
-def _force_close(producer: Any) -> None:
-    """Close a kafka-python producer whose queued records cannot be delivered: its sender is
-    stopped without sending them (their futures fail), so `close()` has nothing left to wait
-    for and releases the sockets and threads (instead of leaving that to `__del__`)."""
+def discard_producer(producer: Any) -> None:
+    """Close a kafka-python producer without delivering what it still holds: its sender is
+    stopped first (their futures fail), since `close()` flushes and, with records it cannot
+    deliver, gives up without closing; then it releases its sockets and threads."""
     sender = getattr(producer, "_sender", None)
     if sender is not None:
         sender.force_close()
@@ -193,4 +186,4 @@ def _force_close(producer: Any) -> None:
     try:
         producer.close(timeout=0)
     except (KafkaError, AssertionError) as exc:
-        log.debug("force-closing the failed producer", error=str(exc))
+        log.debug("force-closing a producer", error=str(exc))

@@ -65,6 +65,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
+from metering.kafka_usage_publisher import discard_producer
 from metering.keyfiles import load_key_ring
 from metering.signing import KeyRing
 from schemas.accrual import kafka_key as accrual_key
@@ -541,17 +542,6 @@ def send_outcome(
         for d in outcome.letters
     ]
     return futures
-
-
-def discard_producer(producer: KafkaProducer) -> None:
-    """Close a producer without delivering what it still holds: its sender is stopped first
-    (kafka-python's `close()` flushes, and gives up without closing when records are stuck)."""
-    sender = getattr(producer, "_sender", None)
-    if sender is not None:
-        sender.force_close()
-        sender.join(5)
-    with contextlib.suppress(Exception):
-        producer.close(timeout=0)
 
 
 def confirm_sent(producer: KafkaProducer | None, futures: list[Any]) -> None:

@@ -69,6 +69,7 @@ from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
+from metering.kafka_usage_publisher import discard_producer
 from stream.app import (
     DECIDED,
     FINALIZED_BLOCK,
@@ -77,7 +78,6 @@ from stream.app import (
     REGISTRY,
     WorkerConfig,
     confirm_sent,
-    discard_producer,
     send_outcome,
     worker_engine,
 )

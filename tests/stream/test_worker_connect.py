@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,13 @@ from schemas.engine import create_engine
 from stream.app import KafkaJoinWorker, WorkerConfig, until_reachable
 from stream.epochs import EpochClock
 from stream.errors import BrokerUnavailable, Retryable
-from tests.stream.worker_support import ThreadWorker, Topics, decided_count, produce_usage
+from tests.stream.worker_support import (
+    ThreadWorker,
+    Topics,
+    decided_count,
+    produce_usage,
+    wait_for,
+)
 
 
 def _config(servers: str, url: str, timeout_s: float) -> WorkerConfig:
@@ -114,14 +119,6 @@ def test_worker_waits_for_a_broker_that_starts_late(sqlite_url: str, tmp_path: P
         broker.stop()
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_running_worker_rides_out_a_broker_restart_and_a_failed_flush(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -146,7 +143,9 @@ def test_running_worker_rides_out_a_broker_restart_and_a_failed_flush(
     worker = ThreadWorker(config).start()
     try:
         usage = lambda: worker.worker._usage  # noqa: E731
-        _wait(lambda: usage() is not None and bool(usage().assignment()), 60, "partitions assigned")
+        wait_for(
+            lambda: usage() is not None and bool(usage().assignment()), 60, "partitions assigned"
+        )
         # kafka-python raises connection errors out of `poll()` while the coordinator is away.
         consumer, polls = usage(), {"failed": 0}
         real_poll = consumer.poll
@@ -160,14 +159,14 @@ def test_running_worker_rides_out_a_broker_restart_and_a_failed_flush(
         consumer.poll = poll_once_failing
         # Malformed usage: each one is decided as a dead letter (no key ring, no chain needed).
         produce_usage(broker.bootstrap_servers, config.usage_topic, [b"{bad"] * 3)
-        _wait(lambda: decided_count(engine) == (0, 3), 90, "3 dead letters")
+        wait_for(lambda: decided_count(engine) == (0, 3), 90, "3 dead letters")
         assert flushes["failed"] == 1  # the first batch was rolled back, then decided again
         assert polls["failed"] == 1
         broker.stop()
         time.sleep(4)  # polls fail meanwhile
         broker.start()
         produce_usage(broker.bootstrap_servers, config.usage_topic, [b"[]"] * 2)
-        _wait(lambda: decided_count(engine) == (0, 5), 120, "5 dead letters")
+        wait_for(lambda: decided_count(engine) == (0, 5), 120, "5 dead letters")
     finally:
         try:
             worker.stop()  # re-raises what the worker thread died of, if it did
