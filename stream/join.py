@@ -198,39 +198,57 @@ def _uint(value: object, maximum: int) -> bool:
     return type(value) is int and 0 <= value <= maximum
 
 
+_ACCRUAL_FIELDS = frozenset(Accrual.model_fields)
+
+
 def make_accrual(fields: dict[str, Any]) -> Accrual:
     """`Accrual(**fields)`, without re-running pydantic on what is already known good.
 
     `usage_id` is taken from a parsed (validated) event; every other value is checked here
     against the rules `Accrual` states (integer ranges, EIP-55 addresses, bps summing to
     10,000, fee = units * price). Anything outside them takes the validating constructor, which
-    then raises exactly as it always did.
+    then raises exactly as it always did. A value that passes is set on the instance as it is
+    (what `model_construct` does, without its per-call field walk).
     """
     payer = _checksummed(fields["payer"])
     operator = _checksummed(fields["operator"])
     interval = fields["state_interval"]
-    bps = (fields["operator_bps"], fields["treasury_bps"], fields["contributors_bps"])
+    operator_bps = fields["operator_bps"]
+    treasury_bps = fields["treasury_bps"]
+    contributors_bps = fields["contributors_bps"]
+    units = fields["units"]
+    price = fields["price_per_unit_e6"]
+    fee = fields["fee_e6"]
     if (
         payer is None
         or operator is None
-        or not isinstance(interval, ChainPosition)
+        or type(interval) is not ChainPosition
         or not _uint(interval.block_number, _UINT64_MAX)
         or not _uint(interval.log_index, _UINT64_MAX)
-        or not all(_uint(b, BPS_TOTAL) for b in bps)
-        or sum(bps) != BPS_TOTAL
+        or not _uint(operator_bps, BPS_TOTAL)
+        or not _uint(treasury_bps, BPS_TOTAL)
+        or not _uint(contributors_bps, BPS_TOTAL)
+        or operator_bps + treasury_bps + contributors_bps != BPS_TOTAL
         or not _uint(fields["model_id"], _UINT256_MAX)
         or not _uint(fields["license_id"], _UINT256_MAX)
-        or not _uint(fields["units"], _UINT64_MAX)
-        or fields["units"] == 0
-        or not isinstance(fields["usage_id"], str)
+        or not _uint(units, _UINT64_MAX)
+        or units == 0
+        or type(fields["usage_id"]) is not str
         or not _uint(fields["epoch"], _UINT64_MAX)
         or not _uint(fields["event_time"], _UINT64_MAX)
-        or not _uint(fields["price_per_unit_e6"], _UINT256_MAX)
-        or not _uint(fields["fee_e6"], _UINT256_MAX)
-        or fields["fee_e6"] != fields["units"] * fields["price_per_unit_e6"]
+        or not _uint(price, _UINT256_MAX)
+        or not _uint(fee, _UINT256_MAX)
+        or fee != units * price
+        or fields.keys() != _ACCRUAL_FIELDS
     ):
         return Accrual(**fields)
-    return Accrual.model_construct(**{**fields, "payer": payer, "operator": operator})
+    accrual = Accrual.__new__(Accrual)
+    values = {**fields, "payer": payer, "operator": operator}
+    object.__setattr__(accrual, "__dict__", values)
+    object.__setattr__(accrual, "__pydantic_fields_set__", set(values))
+    object.__setattr__(accrual, "__pydantic_extra__", None)
+    object.__setattr__(accrual, "__pydantic_private__", None)
+    return accrual
 
 
 def _reject(reason: RejectReason, detail: str, event: UsageEvent) -> Rejected:

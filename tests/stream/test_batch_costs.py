@@ -86,6 +86,9 @@ def test_make_accrual_is_the_validating_constructor(
         assert isinstance(expected, Accrual)
         assert got.model_dump() == expected.model_dump()
         assert got.model_dump_json() == expected.model_dump_json()
+        assert hash(got) == hash(expected)
+        assert got.model_fields_set == expected.model_fields_set
+        assert got.model_copy(update={"epoch": 7}) == expected.model_copy(update={"epoch": 7})
 
 
 @pytest.mark.parametrize(
