@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.ed25519 import OpenSSLEd25519, PyCryptodomeEd25519, default_backend
+from metering import ed25519
+from metering.ed25519 import (
+    Ed25519Backend,
+    OpenSSLEd25519,
+    PyCryptodomeEd25519,
+    SodiumEd25519,
+    default_backend,
+)
 from metering.errors import BadSignature
 from metering.signing import KeyRing, Signer, SigningKey, VerificationKey
 from schemas.usage import UsageData, UsageEvent, encode_usage_event, parse_usage_event
@@ -87,18 +95,37 @@ def test_key_ring_round_trips_and_refuses_conflicts() -> None:
         KeyRing.from_json({"keys": [{"keyid": "x", "algorithm": "rsa"}]})
 
 
-def test_default_backend_is_openssl_on_this_machine() -> None:
-    assert default_backend().name == "openssl"
+def test_default_backend_is_libsodium_on_this_machine() -> None:
+    assert default_backend().name == "libsodium"
 
 
-@given(st.binary(min_size=32, max_size=32), st.binary(max_size=2000))
-def test_openssl_and_pycryptodome_agree(seed: bytes, message: bytes) -> None:
-    fast, portable = OpenSSLEd25519(), PyCryptodomeEd25519()
+@pytest.mark.parametrize("native", [SodiumEd25519, OpenSSLEd25519])
+@settings(max_examples=60, deadline=None)
+@given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=2000))
+def test_native_backends_and_pycryptodome_agree(
+    native: Callable[[], Ed25519Backend], seed: bytes, message: bytes
+) -> None:
+    fast, portable = native(), PyCryptodomeEd25519()
     public = portable.public_key(seed)
     assert fast.public_key(seed) == public
     signature = portable.sign(seed, message)
     assert fast.sign(seed, message) == signature
     assert fast.verify(public, message, signature)
+    assert portable.verify(public, message, fast.sign(seed, message))
     assert not fast.verify(public, message + b"x", signature)
     assert not fast.verify(public, message, signature[:-1] + bytes([signature[-1] ^ 1]))
     assert not fast.verify(public, message, signature[:10])
+    other = portable.public_key(bytes([seed[0] ^ 1]) + seed[1:])
+    assert not fast.verify(other, message, signature)
+
+
+def test_a_backend_that_accepts_a_forgery_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Lenient(SodiumEd25519):
+        def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
+            return True
+
+    with pytest.raises(ValueError, match="another message"):
+        ed25519._checked(Lenient)
+    monkeypatch.setattr(ed25519, "_default", None)
+    monkeypatch.setattr(ed25519, "SodiumEd25519", Lenient)
+    assert ed25519.default_backend().name == "openssl"
