@@ -242,6 +242,17 @@ def _generic(name: str) -> Extractor:
     return extract
 
 
+_STREAM_HMAC = (
+    "--algorithm",
+    "hmac-sha256",
+    "--engines",
+    "kafka-python,faust",
+    "--output",
+    "bench/results/stream-hmac.json",
+)
+"""The stream workers again with HMAC-signed usage events (no Ed25519 verification)."""
+
+
 @dataclass(frozen=True)
 class Bench:
     """A benchmark script, its arguments (full and quick) and how to read its results."""
@@ -267,6 +278,13 @@ BENCHES = (
     ),
     Bench("api", "api_bench.py", (), ("--recipients", "2000", "--seconds", "5"), _api),
     Bench("stream", "stream_bench.py", (), ("--events", "20000"), _generic("stream")),
+    Bench(
+        "stream-hmac",
+        "stream_bench.py",
+        _STREAM_HMAC,
+        (*_STREAM_HMAC, "--events", "20000"),
+        _generic("stream-hmac"),
+    ),
 )
 
 

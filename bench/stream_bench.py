@@ -419,6 +419,7 @@ def write_results(
     m: int,
 ) -> None:
     ceiling_rate = results["ceiling"]["events_per_s"]
+    signed = {"ed25519": "Ed25519", "hmac-sha256": "HMAC-SHA256"}[args.algorithm]
     figures: list[dict[str, Any]] = [
         {
             "figure": "ceiling: aiokafka consume-and-commit loop",
@@ -438,7 +439,7 @@ def write_results(
         target = max(TARGET_EVENTS_PER_S, TARGET_SHARE_OF_CEILING * ceiling_rate)
         figures.append(
             {
-                "figure": f"stream join, one {name} worker, sustained",
+                "figure": f"stream join, one {name} worker, sustained ({signed})",
                 "value": value,
                 "unit": "events/s",
                 "baseline": ceiling_rate,
@@ -451,7 +452,7 @@ def write_results(
         if latency:
             figures.append(
                 {
-                    "figure": f"stream join, one {name} worker, produce-to-accrual p99 "
+                    "figure": f"stream join, one {name} worker ({signed}), produce-to-accrual p99 "
                     f"at {latency['offered_events_per_s']:.0f} events/s",
                     "value": latency["p99_s"],
                     "unit": "s",
@@ -465,7 +466,7 @@ def write_results(
         if name in results:
             figures.append(
                 {
-                    "figure": f"stream join, {name.replace('-', ' runner, ')}",
+                    "figure": f"stream join, {name.replace('-', ' runner, ')} ({signed})",
                     "value": results[name]["events_per_s"],
                     "unit": "events/s",
                     "baseline": ceiling_rate,
