@@ -30,6 +30,9 @@ class Ed25519Backend(Protocol):
     """Port: raw Ed25519 over 32-byte seeds and public keys."""
 
     name: str
+    parallel: bool
+    """True when a call releases the GIL, so verifications on several threads run on
+    several cores at once."""
 
     def public_key(self, seed: bytes) -> bytes:
         """The 32-byte public key of a 32-byte seed."""
@@ -48,6 +51,7 @@ class PyCryptodomeEd25519:
     """Ed25519 with pycryptodome (portable, slower)."""
 
     name = "pycryptodome"
+    parallel = False
 
     def public_key(self, seed: bytes) -> bytes:
         """The public key of `seed`."""
@@ -73,6 +77,7 @@ class SodiumEd25519:
     independent, so the backend is safe to share between threads."""
 
     name = "libsodium"
+    parallel = True  # cffi releases the GIL around every libsodium call
 
     def __init__(self) -> None:
         from nacl import bindings
@@ -122,6 +127,7 @@ class OpenSSLEd25519:
     """
 
     name = "openssl"
+    parallel = False  # PyDLL: each call keeps the GIL
 
     def __init__(self, library: str | None = None) -> None:
         path = library or ctypes.util.find_library("crypto") or "libcrypto.so.3"

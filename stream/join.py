@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from metering.errors import BadSignature
-from metering.signing import KeyRing
 from schemas.accrual import Accrual, DeadLetter, RejectReason
 from schemas.chain import ChainPosition
 from schemas.errors import MalformedEvent
@@ -82,18 +80,6 @@ def parse(raw: bytes | str) -> UsageEvent | Rejected:
         return Rejected(RejectReason.MALFORMED, exc.reason)
 
 
-def signature_verdict(
-    key_ring: KeyRing, event: UsageEvent, payload: bytes | None = None
-) -> str | None:
-    """None when the event's signature verifies under `key_ring`, else why not. `payload` is
-    `schemas.usage.signing_payload(event)` when the caller already has it."""
-    try:
-        key_ring.verify(event, payload)
-    except BadSignature as exc:
-        return str(exc)
-    return None
-
-
 def join(
     event: UsageEvent,
     *,
@@ -105,7 +91,7 @@ def join(
 ) -> Decision:
     """Decide one parsed usage event.
 
-    `signature_error` is the signature verdict (None: good; see `signature_verdict`), `seen`
+    `signature_error` is the signature verdict (None: good; see `KeyRing.verdicts`), `seen`
     whether its id was already decided, `state` the finalized chain, `clock` the epochs.
     `min_epoch` is the earliest epoch still open: a late event whose own epoch was already
     computed is billed there, priced at its own time.

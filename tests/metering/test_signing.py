@@ -19,7 +19,13 @@ from metering.ed25519 import (
 )
 from metering.errors import BadSignature
 from metering.signing import KeyRing, Signer, SigningKey, VerificationKey
-from schemas.usage import UsageData, UsageEvent, encode_usage_event, parse_usage_event
+from schemas.usage import (
+    UsageData,
+    UsageEvent,
+    encode_usage_event,
+    parse_usage_event,
+    signing_payload,
+)
 
 
 def _event(keyid: str, units: int = 3, when: datetime | None = None) -> UsageEvent:
@@ -129,3 +135,44 @@ def test_a_backend_that_accepts_a_forgery_is_not_used(monkeypatch: pytest.Monkey
     monkeypatch.setattr(ed25519, "_default", None)
     monkeypatch.setattr(ed25519, "SodiumEd25519", Lenient)
     assert ed25519.default_backend().name == "openssl"
+
+
+@pytest.mark.parametrize("backend", [SodiumEd25519, OpenSSLEd25519, PyCryptodomeEd25519])
+@pytest.mark.parametrize("size", [5, 300])  # below and above the batch size that uses threads
+def test_batch_verdicts_are_verify_one_by_one(
+    backend: Callable[[], Ed25519Backend], size: int
+) -> None:
+    ed, mac, retired, unknown = (
+        SigningKey.generate("ed25519", prefix="ed"),
+        SigningKey.generate("hmac-sha256", prefix="mac"),
+        SigningKey.generate("ed25519", prefix="old"),
+        SigningKey.generate("ed25519", prefix="unknown"),
+    )
+    when = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    ring = KeyRing(
+        [ed.verification_key(), mac.verification_key(), retired.verification_key()],
+        backend(),
+    ).retire(retired.keyid, int(when.timestamp()) - 1)
+    events: list[UsageEvent] = []
+    for i in range(size):
+        key = (ed, ed, ed, mac, retired, unknown)[i % 6]
+        signed = Signer(key).sign(_event(key.keyid, units=1 + i, when=when))
+        if i % 7 == 3:  # tampered after signing
+            signed = UsageEvent.model_validate(
+                {**signed.model_dump(), "data": {**signed.data.model_dump(), "units": 10**6}}
+            )
+        events.append(_event(ed.keyid) if i % 11 == 5 else signed)  # some unsigned
+    expected: list[str | None] = []
+    for event in events:
+        try:
+            ring.verify(event)
+            expected.append(None)
+        except BadSignature as exc:
+            expected.append(str(exc))
+    got = ring.verdicts([(event, signing_payload(event)) for event in events])
+    assert got == expected
+    assert None in got
+    if size < 64:
+        return
+    reasons = {g.split(": ", 1)[1].split(" ")[0] for g in got if g is not None}
+    assert {"unsigned", "unknown", "key", "signature"} <= reasons
