@@ -330,6 +330,15 @@ def _pool() -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool_in_child() -> None:
+    # A forked child has none of its parent's threads: it builds its own pool when it needs one.
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _verify_chunk(
     verify: Callable[[bytes, bytes, bytes], bool],
 ) -> Callable[[list[tuple[int, bytes, bytes, bytes]]], list[bool]]:

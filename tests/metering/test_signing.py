@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -176,3 +177,16 @@ def test_batch_verdicts_are_verify_one_by_one(
         return
     reasons = {g.split(": ", 1)[1].split(" ")[0] for g in got if g is not None}
     assert {"unsigned", "unknown", "key", "signature"} <= reasons
+
+
+def test_a_forked_child_verifies_batches_with_its_own_threads() -> None:
+    key = SigningKey.generate("ed25519", prefix="fork")
+    ring = KeyRing([key.verification_key()], SodiumEd25519())
+    events = [Signer(key).sign(_event(key.keyid, units=1 + i)) for i in range(200)]
+    items = [(event, signing_payload(event)) for event in events]
+    assert ring.verdicts(items) == [None] * 200  # the parent's pool now has threads
+    pid = os.fork()
+    if pid == 0:  # the child: a pool inherited without its threads would hang here
+        os._exit(0 if ring.verdicts(items) == [None] * 200 else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
