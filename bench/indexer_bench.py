@@ -10,8 +10,9 @@ Then, over the deployment's whole block range, `--runs` times on the same genera
 1. raw fetch: `RpcChainSource.logs` over the same adaptive ranges as the follower's (the same
    initial size, maximum and log target), one after the other, nothing else;
 2. index: the follower (decode, project, chain_events, outbox, checkpoint, one transaction per
-   range, the next deep range's logs fetched while the current one is written; the outbox
-   relayed to the in-memory bus) into a fresh database of a durable PostgreSQL (fsync on).
+   range, the next deep range's logs fetched and decoded while the current one is written; the
+   outbox relayed to the in-memory bus) into a fresh database of a durable PostgreSQL (fsync
+   on).
 
 The headline figures are those of the median run (by index rate); every run is listed.
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect
 
 from schemas.money import UINT256_MAX, parse_uint
 from schemas.tables.types import Uint256
@@ -48,17 +49,76 @@ class _UnformattableError(Exception):
 
 def uses_copy(connection: Connection) -> bool:
     """Whether `bulk_insert` writes through `COPY` on this connection."""
-    return connection.dialect.name == "postgresql" and connection.dialect.driver == "psycopg"
+    return dialect_uses_copy(connection.dialect)
+
+
+def dialect_uses_copy(dialect: Dialect) -> bool:
+    """Whether `bulk_insert` writes through `COPY` on connections of this dialect."""
+    return dialect.name == "postgresql" and dialect.driver == "psycopg"
 
 
 def bulk_insert(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert `rows` (dicts with the same keys) into `table` in the caller's transaction."""
-    if not rows:
+    insert_prepared(connection, prepare_insert(table, rows, copy=uses_copy(connection)))
+
+
+@dataclass(frozen=True)
+class PreparedInsert:
+    """Rows for one table, formatted as COPY text ahead of the insert where they could be."""
+
+    table: sa.Table
+    columns: tuple[str, ...]
+    text: tuple[str, ...] = ()
+    """COPY text chunks (values in the order of `columns`): only for a COPY connection."""
+    rows: Sequence[Mapping[str, Any]] = ()
+    """Rows (keyed by `columns`) inserted value by value: a driver without COPY, or values
+    the COPY text formatters do not handle."""
+
+
+def prepare_insert(
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    copy: bool,
+    columns: Sequence[str] | None = None,
+    lines: Sequence[str] = (),
+) -> PreparedInsert:
+    """`rows` ready for `insert_prepared`; with `copy`, formatted as COPY text now (no database
+    needed, so a thread may do it ahead of the transaction). `lines`: rows already formatted
+    as COPY text lines of `columns` (default: the first row's keys), inserted first."""
+    names = tuple(columns if columns is not None else rows[0] if rows else ())
+    if not copy:
+        if lines:
+            raise ValueError("COPY text lines need a COPY connection")
+        return PreparedInsert(table, names, rows=rows)
+    text = [
+        "\n".join(lines[start : start + COPY_CHUNK_ROWS]) + "\n"
+        for start in range(0, len(lines), COPY_CHUNK_ROWS)
+    ]
+    unformatted: list[Mapping[str, Any]] = []
+    for start in range(0, len(rows), COPY_CHUNK_ROWS):
+        chunk = rows[start : start + COPY_CHUNK_ROWS]
+        try:
+            text.append(_lines(table, list(names), chunk))
+        except _UnformattableError:
+            unformatted.extend(chunk)  # adapted value by value at insert time
+    return PreparedInsert(table, names, tuple(text), unformatted)
+
+
+def insert_prepared(connection: Connection, prepared: PreparedInsert) -> None:
+    """Insert prepared rows in the caller's transaction (what `bulk_insert` does)."""
+    table, rows = prepared.table, prepared.rows
+    if not rows and not prepared.text:
         return
     if uses_copy(connection):
-        _copy(connection, table, rows)
+        _copy(connection, table, prepared.columns, prepared.text, rows)
         return
-    json_columns = [name for name in rows[0] if isinstance(table.c[name].type, sa.JSON)]
+    if prepared.text:
+        raise ValueError("COPY text needs a COPY connection")
+    for row in rows:
+        if len(row) != len(prepared.columns):
+            raise ValueError(f"{table.name}: rows with different columns in one batch")
+    json_columns = [name for name in prepared.columns if isinstance(table.c[name].type, sa.JSON)]
     if json_columns and any(isinstance(row[n], JsonText) for row in rows for n in json_columns):
         rows = [
             {**row, **{n: _document(row[n]) for n in json_columns}}  # parsed back for the driver
@@ -76,7 +136,7 @@ _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 Formatter = Callable[[Any], str]
 
 
-def _escaped(text: str) -> str:
+def escape_copy_text(text: str) -> str:
     if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
         return text.translate(_ESCAPES)
     return text
@@ -85,7 +145,7 @@ def _escaped(text: str) -> str:
 def _string(value: Any) -> str:
     if type(value) is not str:
         raise _UnformattableError
-    return _escaped(value)
+    return escape_copy_text(value)
 
 
 def _integer(value: Any) -> str:
@@ -108,8 +168,8 @@ def _boolean(value: Any) -> str:
 
 def _json(value: Any) -> str:
     if isinstance(value, JsonText):
-        return _escaped(value)
-    return _escaped(json.dumps(value))
+        return escape_copy_text(value)
+    return escape_copy_text(json.dumps(value))
 
 
 def _formatter(column: sa.Column[Any]) -> Formatter | None:
@@ -127,7 +187,7 @@ def _formatter(column: sa.Column[Any]) -> Formatter | None:
     return None
 
 
-def _expected_type(column: sa.Column[Any]) -> type | None:
+def copy_text_type(column: sa.Column[Any]) -> type | None:
     """The Python type whose `str()` is the column's COPY text (escaping aside)."""
     column_type = column.type
     if isinstance(column_type, Uint256):
@@ -153,7 +213,7 @@ def _lines(table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]])
     formatters = [_formatter(table.c[name]) for name in names]
     if any(f is None for f in formatters):
         raise _UnformattableError
-    expected = tuple(_expected_type(table.c[name]) for name in names)
+    expected = tuple(copy_text_type(table.c[name]) for name in names)
     uints = [i for i, name in enumerate(names) if isinstance(table.c[name].type, Uint256)]
     get = operator.itemgetter(*names) if width > 1 else lambda row: (row[names[0]],)
     lines = []
@@ -181,39 +241,35 @@ def _lines(table: sa.Table, names: list[str], rows: Sequence[Mapping[str, Any]])
     return "\n".join(lines) + "\n"
 
 
-def _copy(connection: Connection, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> None:
+def _copy(
+    connection: Connection,
+    table: sa.Table,
+    names: Sequence[str],
+    text: Sequence[str],
+    rows: Sequence[Mapping[str, Any]],
+) -> None:
     from psycopg import sql
     from psycopg.copy import QueuedLibpqWriter
 
     dialect = connection.dialect
-    names = list(rows[0])
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, names))
     )
     driver_connection = connection.connection.driver_connection
     assert driver_connection is not None
+    processors = [
+        (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
+    ]
     with (
         driver_connection.cursor() as cursor,
-        # Sent by a thread of psycopg's: the server parses one chunk while we format the next.
+        # Sent by a thread of psycopg's: the server parses one chunk while we send the next.
         cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy,
     ):
-        for start in range(0, len(rows), COPY_CHUNK_ROWS):
-            chunk = rows[start : start + COPY_CHUNK_ROWS]
-            try:
-                copy.write(_lines(table, names, chunk))
-                continue
-            except _UnformattableError:
-                pass
-            processors = [
-                (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect))
-                for name in names
-            ]
-            for row in chunk:
-                if len(row) != len(names):
-                    raise ValueError(f"{table.name}: rows with different columns in one batch")
-                copy.write_row(
-                    [
-                        _document(row[n]) if p is None else p(_document(row[n]))
-                        for n, p in processors
-                    ]
-                )
+        for chunk in text:
+            copy.write(chunk)
+        for row in rows:
+            if len(row) != len(names):
+                raise ValueError(f"{table.name}: rows with different columns in one batch")
+            copy.write_row(
+                [_document(row[n]) if p is None else p(_document(row[n])) for n, p in processors]
+            )

@@ -84,17 +84,29 @@ class _EventSpec:
     data_fields: tuple[str, ...]
     data_types: tuple[str, ...]
     static_data: bool  # every data argument one 32-byte word (decoded by slicing)
-    trusted: tuple[_Slot, ...] | None = None  # the plan of the fast path, if it has one
+    trusted: tuple[Slot, ...] | None = None  # the plan of the fast path, if it has one
 
 
 @dataclass(frozen=True)
-class _Slot:
+class Slot:
     """One argument on the fast path: where its word is and how it becomes the field value."""
 
     field: str
     topic: int  # its topic (1..3), or 0 for a data word
     word: int  # its data word index (data words only)
     read: Callable[[str], Any]  # 64 lower-case hex digits -> value; ValueError if out of range
+
+
+@dataclass(frozen=True)
+class TrustedPlan:
+    """How an event with a fast path is read (what `LogDecoder` checks and reads before it
+    builds the event without validation; `indexer.batch` writes its rows the same way)."""
+
+    kind: str
+    contract: str  # checksummed
+    topics: int  # topic 0 included
+    data_words: int
+    slots: tuple[Slot, ...]  # in the payload's field order
 
 
 _ZERO_PADDING = "0" * 24
@@ -150,11 +162,11 @@ def _trusted_convert(info: FieldInfo, abi_type: str) -> tuple[bool, Callable[[An
 
 def _trusted_plan(
     model: type[EventPayload], indexed: list[tuple[str, str]], data: list[tuple[str, str]]
-) -> tuple[_Slot, ...] | None:
+) -> tuple[Slot, ...] | None:
     """The fast path of an event into `model`, or None when it must be validated."""
     if model.__pydantic_decorators__.model_validators:
         return None  # a cross-field rule (a policy's bps sum, a proposal's lengths)
-    slots: list[_Slot] = []
+    slots: list[Slot] = []
     places = [(f, t, i + 1, 0) for i, (f, t) in enumerate(indexed)]
     places += [(f, t, 0, i) for i, (f, t) in enumerate(data)]
     for field, abi_type, topic, word in places:
@@ -162,7 +174,7 @@ def _trusted_plan(
         trusted, convert = _trusted_convert(info, abi_type)
         if not trusted:
             return None
-        slots.append(_Slot(field, topic, word, _word_reader(abi_type, convert)))
+        slots.append(Slot(field, topic, word, _word_reader(abi_type, convert)))
     order = list(model.model_fields)  # values in field order, as validation leaves them
     return tuple(sorted(slots, key=lambda slot: order.index(slot.field)))
 
@@ -258,8 +270,27 @@ def _construct(model: type[_M], values: dict[str, Any], fields_set: set[str]) ->
 
 
 _set_attribute = object.__setattr__
-_HEX = re.compile(r"0x[0-9a-f]*")
-_HASHES = re.compile(r"0x[0-9a-f]{64}(?: 0x[0-9a-f]{64})*")  # hashes and topics, " "-joined
+HEX_TEXT = re.compile(r"0x[0-9a-f]*")
+HASH_WORDS = re.compile(r"0x[0-9a-f]{64}(?: 0x[0-9a-f]{64})*")  # hashes and topics, " "-joined
+
+
+def trusted_shape(log: RawLog, block_timestamp: int, topics: int, data_words: int) -> bool:
+    """Whether `log` has the shape an event with `topics` topics and `data_words` static data
+    words must have, and an envelope its validators would accept as it is (the fast path's
+    checks before its argument words are read)."""
+    data = log.data
+    return (
+        len(log.topics) == topics
+        and len(data) == 2 + 64 * data_words
+        and type(log.block_number) is int
+        and type(log.log_index) is int
+        and type(block_timestamp) is int
+        and 0 <= log.block_number <= UINT64_MAX
+        and 0 <= log.log_index <= UINT64_MAX
+        and 0 <= block_timestamp <= UINT64_MAX
+        and HASH_WORDS.fullmatch(" ".join((log.block_hash, log.tx_hash, *log.topics))) is not None
+        and HEX_TEXT.fullmatch(data) is not None
+    )
 
 
 class LogDecoder:
@@ -287,6 +318,23 @@ class LogDecoder:
             manifest.chain_id,
             {manifest.address(key): manifest.contracts[key].contract for key in INDEXED_CONTRACTS},
         )
+
+    def trusted_plans(self) -> dict[tuple[str, str], TrustedPlan]:
+        """The events decoded without validation, by (address, topic 0); empty when this
+        decoder validates everything."""
+        if not self.fast:
+            return {}
+        return {
+            (address, topic): TrustedPlan(
+                kind=spec.kind,
+                contract=self._checksums[address],
+                topics=len(spec.indexed) + 1,
+                data_words=len(spec.data_types),
+                slots=spec.trusted,
+            )
+            for (address, topic), spec in self._specs.items()
+            if spec.kind is not None and spec.trusted is not None
+        }
 
     def decode(self, log: RawLog, block_timestamp: int) -> ChainEvent | Undecoded:
         """The chain event of `log`, or why it has none."""
@@ -318,22 +366,12 @@ class LogDecoder:
             return Undecoded(log, "undecodable", f"{spec.name}: {exc}"[:2000])
 
     def _trusted(
-        self, spec: _EventSpec, slots: tuple[_Slot, ...], log: RawLog, block_timestamp: int
+        self, spec: _EventSpec, slots: tuple[Slot, ...], log: RawLog, block_timestamp: int
     ) -> ChainEvent | None:
         """The event built without validation, or None when any check fails (the caller then
         validates in full, which reports the fault)."""
         topics, data = log.topics, log.data
-        if len(topics) != len(spec.indexed) + 1 or len(data) != 2 + 64 * len(spec.data_types):
-            return None
-        if not (
-            type(log.block_number) is int
-            and type(log.log_index) is int
-            and type(block_timestamp) is int
-            and min(log.block_number, log.log_index, block_timestamp) >= 0
-            and max(log.block_number, log.log_index, block_timestamp) <= UINT64_MAX
-            and _HASHES.fullmatch(" ".join((log.block_hash, log.tx_hash, *topics)))
-            and _HEX.fullmatch(data)
-        ):
+        if not trusted_shape(log, block_timestamp, len(spec.indexed) + 1, len(spec.data_types)):
             return None
         values: dict[str, Any] = {"kind": spec.kind}
         try:

@@ -146,7 +146,7 @@ def _writer(info: FieldInfo) -> Writer | None:
 
 
 @cache
-def _payload_plan(model: type[BaseModel]) -> tuple[tuple[str, Writer], ...] | None:
+def payload_plan(model: type[BaseModel]) -> tuple[tuple[str, Writer], ...] | None:
     """(field, writer) in key order, or None when a field's JSON form is not known here."""
     plan = []
     for name in sorted(model.model_fields):
@@ -157,10 +157,24 @@ def _payload_plan(model: type[BaseModel]) -> tuple[tuple[str, Writer], ...] | No
     return tuple(plan)
 
 
+def plain_form(info: FieldInfo) -> tuple[type, bool] | None:
+    """For a field whose JSON is `str(value)` (quoted or not) when the value has one Python
+    type: that type and whether it is quoted (`Uint256`: int, quoted; `Uint64`: int; `Address`:
+    str, quoted). None for any other field."""
+    writer = _writer(info)
+    if writer is _decimal:
+        return int, True
+    if writer is _integer:
+        return int, False
+    if writer is _hex:
+        return str, True
+    return None
+
+
 def payload_json(payload: BaseModel, *, exclude_none: bool = True) -> str:
     """The canonical JSON text of a payload, as `canonical_json(payload.model_dump(mode="json",
     exclude_none=exclude_none))` writes it."""
-    plan = _payload_plan(type(payload))
+    plan = payload_plan(type(payload))
     if plan is None:
         document = payload.model_dump(mode="json", exclude_none=exclude_none)
         return canonical_json(document).decode("utf-8")
@@ -174,8 +188,34 @@ def payload_json(payload: BaseModel, *, exclude_none: bool = True) -> str:
 
 
 @lru_cache(maxsize=4096)
-def _rfc3339(seconds: int) -> str:
+def message_time(seconds: int) -> str:
+    """The CloudEvent `time` of a block timestamp (RFC 3339, as the models write it)."""
     return format_rfc3339(from_unix_seconds(seconds))
+
+
+@lru_cache(maxsize=4096)
+def event_template(chain_id: int, contract: str, kind: str, removed: bool) -> str:
+    """The message of an event of `kind` from `contract` as a `%` template, with `%s` for, in
+    order: block_hash, block_number, block_timestamp, event_id, log_index, the payload's JSON,
+    tx_hash, event_id and `message_time(block_timestamp)`."""
+    message_type = CHAIN_RETRACTION_TYPE if removed else CHAIN_EVENT_TYPE
+    constants = {
+        "chain_id": str(chain_id),
+        "contract": contract,
+        "removed": "true" if removed else "false",
+        "subject": _ENCODER.encode(kind),
+        "type": message_type,
+    }
+    escaped = {name: value.replace("%", "%%") for name, value in constants.items()}
+    return (
+        '{"data":{"block_hash":"%s","block_number":%s,"block_timestamp":%s,'
+        f'"chain_id":{escaped["chain_id"]},"contract":"{escaped["contract"]}",'
+        '"event_id":"%s","log_index":%s,"payload":%s,'
+        f'"removed":{escaped["removed"]},"tx_hash":"%s"}},'
+        '"datacontenttype":"application/json","id":"%s",'
+        f'"source":"eip155:{escaped["chain_id"]}:{escaped["contract"]}","specversion":"1.0",'
+        f'"subject":{escaped["subject"]},"time":"%s","type":"{escaped["type"]}"}}'
+    )
 
 
 def encoded_event(event: ChainEvent) -> tuple[ChainMessage, str]:
@@ -188,16 +228,17 @@ def encoded_event(event: ChainEvent) -> tuple[ChainMessage, str]:
         stored = payload_json(event.payload, exclude_none=False)
     identifier = event.event_id
     removed = event.removed
-    value = (
-        f'{{"data":{{"block_hash":"{event.block_hash}","block_number":{event.block_number},'
-        f'"block_timestamp":{event.block_timestamp},"chain_id":{event.chain_id},'
-        f'"contract":"{event.contract}","event_id":"{identifier}",'
-        f'"log_index":{event.log_index},"payload":{payload},'
-        f'"removed":{"true" if removed else "false"},"tx_hash":"{event.tx_hash}"}},'
-        f'"datacontenttype":"application/json","id":"{identifier}",'
-        f'"source":"eip155:{event.chain_id}:{event.contract}","specversion":"1.0",'
-        f'"subject":{_ENCODER.encode(event.kind)},"time":"{_rfc3339(event.block_timestamp)}",'
-        f'"type":"{CHAIN_RETRACTION_TYPE if removed else CHAIN_EVENT_TYPE}"}}'
+    template = event_template(event.chain_id, event.contract, event.kind, removed)
+    value = template % (
+        event.block_hash,
+        event.block_number,
+        event.block_timestamp,
+        identifier,
+        event.log_index,
+        payload,
+        event.tx_hash,
+        identifier,
+        message_time(event.block_timestamp),
     )
     message_type = CHAIN_RETRACTION_TYPE if removed else CHAIN_EVENT_TYPE
     return ChainMessage(event.chain_id, message_type, identifier, value.encode("utf-8")), stored
@@ -242,7 +283,11 @@ __all__ = [
     "encoded_event",
     "event_message",
     "event_messages",
+    "event_template",
+    "message_time",
     "payload_json",
+    "payload_plan",
+    "plain_form",
     "retraction_message",
     "watermark_message",
 ]

@@ -6,6 +6,12 @@ rows follow from the event alone. That is what makes the indexer's unit of work 
 insert the rows of a batch of events, or delete the rows above a reorg's ancestor — and what
 makes "apply twice" impossible (the position is the primary key).
 
+Most projections are declared as data (`COLUMNS`): each row's columns come from payload
+fields, from the envelope, or are constants. `project` reads them the same way for every
+event, and the backfill's fast path (`indexer.batch`) compiles the same declarations into
+text templates, so both write the same rows. The few projections that compute a value (a
+proposal's lists) are functions.
+
 The SQLAlchemy side (`indexer.store`) inserts these rows into the tables named here.
 """
 
@@ -73,88 +79,159 @@ class ProjectionRow:
     values: dict[str, Any]
 
 
-Rows = list[tuple[str, dict[str, Any]]]
+@dataclass(frozen=True)
+class Const:
+    """A column whose value is the same for every event of a kind."""
+
+    value: Any
 
 
-def _model_registered(p: ModelRegistered) -> Rows:
-    return [
+@dataclass(frozen=True)
+class Envelope:
+    """A column taken from the event's envelope (not its payload)."""
+
+    field: str
+
+
+Source = str | Const | Envelope
+"""Where a column's value comes from: a payload field (by name), a constant, the envelope."""
+
+Declared = tuple[tuple[str, tuple[tuple[str, Source], ...]], ...]
+"""The rows an event adds: (table, ((column, source), ...)) per row."""
+
+
+def _same(*fields: str) -> tuple[tuple[str, Source], ...]:
+    """Columns named as the payload fields they hold."""
+    return tuple((field, field) for field in fields)
+
+
+def _stake_change(kind: str) -> Declared:
+    columns = (*_same("model_id", "staker"), ("kind", Const(kind)))
+    return (("chain_stakes", (*columns, *_same("amount", "stake_after", "total_after"))),)
+
+
+def _transition(status: str, eta: Source) -> Declared:
+    columns = (("proposal_id", "proposal_id"), ("status", Const(status)), ("eta_seconds", eta))
+    return (("chain_proposal_transitions", columns),)
+
+
+def _pause(paused: bool) -> Declared:
+    columns = (
+        ("contract", Envelope("contract")),
+        ("paused", Const(paused)),
+        ("account", "account"),
+    )
+    return (("chain_pauses", columns),)
+
+
+COLUMNS: dict[type[Any], Declared] = {
+    ModelRegistered: (
+        ("chain_models", _same("model_id", "operator", "metadata_uri")),
+        ("chain_model_operators", _same("model_id", "operator")),
+        ("chain_model_metadata", _same("model_id", "metadata_uri")),
+    ),
+    ModelOperatorTransferred: (
+        ("chain_model_operators", (("model_id", "model_id"), ("operator", "new_operator"))),
+    ),
+    ModelMetadataUpdated: (("chain_model_metadata", _same("model_id", "metadata_uri")),),
+    LicenseMinted: (
         (
-            "chain_models",
-            {"model_id": p.model_id, "operator": p.operator, "metadata_uri": p.metadata_uri},
+            "chain_license_terms",
+            _same("license_id", "model_id", "price_per_unit_e6", "expires_at"),
         ),
-        ("chain_model_operators", {"model_id": p.model_id, "operator": p.operator}),
-        ("chain_model_metadata", {"model_id": p.model_id, "metadata_uri": p.metadata_uri}),
-    ]
+    ),
+    LicenseTransferred: (
+        (
+            "chain_license_owners",
+            (
+                ("license_id", "license_id"),
+                ("previous_owner", "from_address"),
+                ("owner", "to_address"),
+            ),
+        ),
+    ),
+    LicenseRevoked: (
+        (
+            "chain_license_revocations",
+            (("license_id", "license_id"), ("model_id", "model_id"), ("revoked_by", "by")),
+        ),
+    ),
+    LicenseOfferSet: (
+        (
+            "chain_license_offers",
+            _same("model_id", "sale_price", "price_per_unit_e6", "duration", "active"),
+        ),
+    ),
+    Staked: _stake_change("stake"),
+    Unstaked: _stake_change("unstake"),
+    Withdrawn: (("chain_stake_withdrawals", _same("model_id", "staker", "amount")),),
+    PolicySet: (
+        (
+            "chain_policies",
+            _same("model_id", "operator_bps", "treasury_bps", "contributors_bps"),
+        ),
+    ),
+    TreasurySet: (("chain_treasuries", _same("treasury")),),
+    ProposalQueued: _transition("queued", "eta_seconds"),
+    ProposalExecuted: _transition("executed", Const(None)),
+    ProposalCanceled: _transition("canceled", Const(None)),
+    VoteCast: (
+        ("chain_votes", _same("proposal_id", "voter", "support", "weight", "reason", "params")),
+    ),
+    EpochCommitted: (
+        (
+            "chain_distributor_epochs",
+            _same(
+                "epoch",
+                "merkle_root",
+                "total",
+                "inputs_hash",
+                "usage_root",
+                "claimable_at",
+                "funder",
+            ),
+        ),
+    ),
+    EpochDisputed: (
+        (
+            "chain_epoch_transitions",
+            (
+                ("epoch", "epoch"),
+                ("status", Const("disputed")),
+                ("account", "guardian"),
+                ("amount", "refunded"),
+            ),
+        ),
+    ),
+    Swept: (
+        (
+            "chain_epoch_transitions",
+            (
+                ("epoch", "epoch"),
+                ("status", Const("swept")),
+                ("account", "to"),
+                ("amount", "amount"),
+            ),
+        ),
+    ),
+    Claimed: (
+        ("chain_claims", (*_same("epoch"), ("leaf_index", "index"), *_same("account", "amount"))),
+    ),
+    Paused: _pause(True),
+    Unpaused: _pause(False),
+}
+"""The declared projection of each payload type (see `Source`)."""
 
+POSITION_COLUMNS: tuple[str, ...] = (
+    "chain_id",
+    "block_number",
+    "log_index",
+    "block_hash",
+    "block_timestamp",
+)
+"""The columns every projection row ends with: the event's log position (its key)."""
 
-def _operator_transferred(p: ModelOperatorTransferred) -> Rows:
-    return [("chain_model_operators", {"model_id": p.model_id, "operator": p.new_operator})]
-
-
-def _metadata_updated(p: ModelMetadataUpdated) -> Rows:
-    return [("chain_model_metadata", {"model_id": p.model_id, "metadata_uri": p.metadata_uri})]
-
-
-def _license_minted(p: LicenseMinted) -> Rows:
-    terms = {
-        "license_id": p.license_id,
-        "model_id": p.model_id,
-        "price_per_unit_e6": p.price_per_unit_e6,
-        "expires_at": p.expires_at,
-    }
-    return [("chain_license_terms", terms)]
-
-
-def _license_transferred(p: LicenseTransferred) -> Rows:
-    owner = {"license_id": p.license_id, "previous_owner": p.from_address, "owner": p.to_address}
-    return [("chain_license_owners", owner)]
-
-
-def _license_revoked(p: LicenseRevoked) -> Rows:
-    revocation = {"license_id": p.license_id, "model_id": p.model_id, "revoked_by": p.by}
-    return [("chain_license_revocations", revocation)]
-
-
-def _offer_set(p: LicenseOfferSet) -> Rows:
-    offer = {
-        "model_id": p.model_id,
-        "sale_price": p.sale_price,
-        "price_per_unit_e6": p.price_per_unit_e6,
-        "duration": p.duration,
-        "active": p.active,
-    }
-    return [("chain_license_offers", offer)]
-
-
-def _stake_change(p: Staked | Unstaked) -> Rows:
-    change = {
-        "model_id": p.model_id,
-        "staker": p.staker,
-        "kind": "stake" if isinstance(p, Staked) else "unstake",
-        "amount": p.amount,
-        "stake_after": p.stake_after,
-        "total_after": p.total_after,
-    }
-    return [("chain_stakes", change)]
-
-
-def _withdrawn(p: Withdrawn) -> Rows:
-    withdrawal = {"model_id": p.model_id, "staker": p.staker, "amount": p.amount}
-    return [("chain_stake_withdrawals", withdrawal)]
-
-
-def _policy_set(p: PolicySet) -> Rows:
-    policy = {
-        "model_id": p.model_id,
-        "operator_bps": p.operator_bps,
-        "treasury_bps": p.treasury_bps,
-        "contributors_bps": p.contributors_bps,
-    }
-    return [("chain_policies", policy)]
-
-
-def _treasury_set(p: TreasurySet) -> Rows:
-    return [("chain_treasuries", {"treasury": p.treasury})]
+Rows = list[tuple[str, dict[str, Any]]]
 
 
 def _proposal_created(p: ProposalCreated) -> Rows:
@@ -173,81 +250,18 @@ def _proposal_created(p: ProposalCreated) -> Rows:
     return [("chain_proposals", proposal)]
 
 
-def _proposal_transition(p: ProposalQueued | ProposalExecuted | ProposalCanceled) -> Rows:
-    status = {ProposalQueued: "queued", ProposalExecuted: "executed", ProposalCanceled: "canceled"}
-    eta = p.eta_seconds if isinstance(p, ProposalQueued) else None
-    transition = {"proposal_id": p.proposal_id, "status": status[type(p)], "eta_seconds": eta}
-    return [("chain_proposal_transitions", transition)]
-
-
-def _vote_cast(p: VoteCast) -> Rows:
-    vote = {
-        "proposal_id": p.proposal_id,
-        "voter": p.voter,
-        "support": p.support,
-        "weight": p.weight,
-        "reason": p.reason,
-        "params": p.params,
-    }
-    return [("chain_votes", vote)]
-
-
-def _epoch_committed(p: EpochCommitted) -> Rows:
-    epoch = {
-        "epoch": p.epoch,
-        "merkle_root": p.merkle_root,
-        "total": p.total,
-        "inputs_hash": p.inputs_hash,
-        "usage_root": p.usage_root,
-        "claimable_at": p.claimable_at,
-        "funder": p.funder,
-    }
-    return [("chain_distributor_epochs", epoch)]
-
-
-def _epoch_disputed(p: EpochDisputed) -> Rows:
-    transition = {
-        "epoch": p.epoch,
-        "status": "disputed",
-        "account": p.guardian,
-        "amount": p.refunded,
-    }
-    return [("chain_epoch_transitions", transition)]
-
-
-def _swept(p: Swept) -> Rows:
-    transition = {"epoch": p.epoch, "status": "swept", "account": p.to, "amount": p.amount}
-    return [("chain_epoch_transitions", transition)]
-
-
-def _claimed(p: Claimed) -> Rows:
-    claim = {"epoch": p.epoch, "leaf_index": p.index, "account": p.account, "amount": p.amount}
-    return [("chain_claims", claim)]
-
-
-_APPLIERS: dict[type[Any], Callable[[Any], Rows]] = {
-    ModelRegistered: _model_registered,
-    ModelOperatorTransferred: _operator_transferred,
-    ModelMetadataUpdated: _metadata_updated,
-    LicenseMinted: _license_minted,
-    LicenseTransferred: _license_transferred,
-    LicenseRevoked: _license_revoked,
-    LicenseOfferSet: _offer_set,
-    Staked: _stake_change,
-    Unstaked: _stake_change,
-    Withdrawn: _withdrawn,
-    PolicySet: _policy_set,
-    TreasurySet: _treasury_set,
+_COMPUTED: dict[type[Any], Callable[[Any], Rows]] = {
     ProposalCreated: _proposal_created,
-    ProposalQueued: _proposal_transition,
-    ProposalExecuted: _proposal_transition,
-    ProposalCanceled: _proposal_transition,
-    VoteCast: _vote_cast,
-    EpochCommitted: _epoch_committed,
-    EpochDisputed: _epoch_disputed,
-    Swept: _swept,
-    Claimed: _claimed,
 }
+"""Projections that compute values (not only copy them)."""
+
+
+def _value(source: Source, event: ChainEvent) -> Any:
+    if isinstance(source, Const):
+        return source.value
+    if isinstance(source, Envelope):
+        return getattr(event, source.field)
+    return getattr(event.payload, source)
 
 
 def project(event: ChainEvent) -> list[ProjectionRow]:
@@ -260,15 +274,15 @@ def project(event: ChainEvent) -> list[ProjectionRow]:
         "block_timestamp": event.block_timestamp,
     }
     payload = event.payload
-    if isinstance(payload, Paused | Unpaused):
-        values = {
-            "contract": event.contract,
-            "paused": isinstance(payload, Paused),
-            "account": payload.account,
-        }
-        return [ProjectionRow("chain_pauses", {**values, **position})]
-    applier = _APPLIERS[type(payload)]
-    return [ProjectionRow(table, {**values, **position}) for table, values in applier(payload)]
+    declared = COLUMNS.get(type(payload))
+    if declared is None:
+        rows = _COMPUTED[type(payload)](payload)
+    else:
+        rows = [
+            (table, {column: _value(source, event) for column, source in columns})
+            for table, columns in declared
+        ]
+    return [ProjectionRow(table, {**values, **position}) for table, values in rows]
 
 
 def project_all(events: Iterable[ChainEvent]) -> dict[str, list[dict[str, Any]]]:
