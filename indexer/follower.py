@@ -297,11 +297,14 @@ class Follower:
         end = self.range.end(start, head)
         metrics.RANGE_SIZE.set(self.range.size)
         try:
-            logs, batch, end_hash = self._logs(start, end)
+            logs, batch, end_hash = self._logs(start, end, self._near_head(end, head))
         except RangeRefusedError as exc:
             if not self.range.refused(end - start + 1):
                 raise  # one block refused: nothing smaller to try, the caller retries later
             log.info("log range refused, shrinking", start=start, end=end, error=str(exc)[:200])
+            return StepResult("retry", head, checkpoint.block_number)
+        except ChainMovedError as exc:  # the range's last block went away: a reorg
+            log.info("chain moved before the fetch", error=str(exc))
             return StepResult("retry", head, checkpoint.block_number)
         self.range.succeeded(end - start + 1, len(logs))
         # Fetch (and prepare) the next range while this one is checked and written; if this
@@ -338,9 +341,14 @@ class Follower:
             checkpoint, head, start, end, logs, batch, headers, tip_from, finalized_target
         )
 
-    def _logs(self, start: int, end: int) -> _Fetched:
+    def _near_head(self, end: int, head: int) -> bool:
+        """Whether a range ending at `end` reaches into the reorg window below `head`."""
+        return end > head - self.config.reorg_window
+
+    def _logs(self, start: int, end: int, near_head: bool) -> _Fetched:
         """The logs of the range, and their batch if it was prepared with them: those fetched
-        ahead if they are of exactly this range."""
+        ahead if they are of exactly this range, else fetched now (after the hash of the
+        range's last block when `near_head`, as `_fetch_ahead` does)."""
         prefetched, self._prefetched = self._prefetched, None
         if prefetched is not None:
             fetched_start, fetched_end, future = prefetched
@@ -351,7 +359,8 @@ class Follower:
                     log.info("fetch ahead failed", start=start, end=end, error=str(exc)[:200])
             else:
                 future.cancel()
-        return self.source.logs(start, end, self.decoder.addresses), None, None
+        end_hash = self.source.headers([end])[end].hash if near_head else None
+        return self.source.logs(start, end, self.decoder.addresses), None, end_hash
 
     def _fetch_ahead(self, start: int, end: int, near_head: bool) -> _Fetched:
         """The logs of a range, and their batch when the logs carry their block timestamps
@@ -381,8 +390,7 @@ class Follower:
             return
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="indexer-prefetch")
-        near_head = end > head - self.config.reorg_window
-        future = self._executor.submit(self._fetch_ahead, start, end, near_head)
+        future = self._executor.submit(self._fetch_ahead, start, end, self._near_head(end, head))
         self._prefetched = (start, end, future)
 
     def close(self) -> None:

@@ -10,7 +10,8 @@ messages, the same rows and the same undecoded logs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
@@ -256,6 +257,59 @@ def test_a_reorg_after_a_near_head_range_was_fetched_ahead_is_seen(
     follower.engine.dispose()
     state = table_rows(migrated_url)
     assert 77 in column(state["chain_stakes"], "amount")
+    fresh = make_follower(system, [chain.anvil.rpc_url], sqlite_migrated)
+    index_to_head(fresh)
+    fresh.engine.dispose()
+    assert state == table_rows(sqlite_migrated)
+
+
+class _ReorgAfterLogs:
+    """A chain source that, once, reorganises the chain right after answering a `logs` call
+    for a range near the head: the headers the step fetches next come from the new chain."""
+
+    def __init__(self, inner: RpcChainSource, reorg: Callable[[int], None], near: int) -> None:
+        self.inner, self.reorg, self.near, self.done = inner, reorg, near, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def logs(self, start: int, end: int, addresses: Iterable[str]) -> list[RawLog]:
+        found = self.inner.logs(start, end, addresses)
+        if not self.done and start >= self.near and not found:
+            self.done = True
+            self.reorg(start)
+        return found
+
+
+def test_a_reorg_between_the_logs_and_the_headers_of_a_step_is_seen(
+    ix_system: System, ix_chain: ChainHarness, migrated_url: str, sqlite_migrated: str
+) -> None:
+    """Without fetching ahead: a reorg right after a step's `logs` call puts a stake into a
+    block of its range that had no logs; the hash of the range's last block read before the
+    logs shows the chain moved, and the step is retried on the new chain."""
+    system, chain, a = ix_system, ix_chain, ix_chain.actors
+    system.model_registry.register_model(a.operator, MODEL_A, a.operator.address, "m")
+    fund_stakers(system, chain, [a.bob])
+    chain.anvil.rpc("anvil_mine", ["0xa"])  # empty blocks: nothing of ours in them
+    follower = make_follower(system, [chain.anvil.rpc_url], migrated_url, max_block_range=2)
+    follower.config = dataclasses.replace(follower.config, prefetch=False)
+    head = chain.client.block_number()
+    stake = system.staking.encode("stake", MODEL_A, 78)
+    request = {"from": a.bob.address, "to": system.staking.address, "data": "0x" + stake.hex()}
+
+    def reorg(start: int) -> None:
+        chain.anvil.rpc("anvil_reorg", [head - start + 1, [[request, 0]]])
+
+    assert isinstance(follower.source, RpcChainSource)
+    source = _ReorgAfterLogs(follower.source, reorg, near=head - 5)
+    follower.source = cast(Any, source)
+    steps = index_to_head(follower)
+    assert source.done
+    assert any(step.kind == "retry" for step in steps)
+    follower.close()
+    follower.engine.dispose()
+    state = table_rows(migrated_url)
+    assert 78 in column(state["chain_stakes"], "amount")
     fresh = make_follower(system, [chain.anvil.rpc_url], sqlite_migrated)
     index_to_head(fresh)
     fresh.engine.dispose()
