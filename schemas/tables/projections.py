@@ -354,9 +354,14 @@ class RawLogRow(LogPosition, Base):
 
 
 class ChainOutboxRow(Base):
-    """A message for the `chain` topic, written in the transaction that produced it.
+    """A message for the `chain` topic, or a block range's event messages, written in the
+    transaction that produced them.
 
-    The relay publishes rows in `id` order and deletes them once Kafka acknowledged them, so a
+    A row of `message_type` `indexer.event-range` (value `{"from_block", "to_block"}`)
+    stands for the `chain` messages of every event indexed in that range, in chain order: the
+    relay rebuilds them from `chain_events` (byte for byte what was published, or would have
+    been, from memory) and expands such rows into one row per message before a rollback
+    deletes events. The relay publishes rows in `id` order and deletes them once Kafka acknowledged them, so a
     crash between commit and publication re-sends (consumers dedupe on the CloudEvent
     `(type, id)`) instead of losing. `broadcast` rows (finalized watermarks) go to every
     partition, so each partition's consumer sees the watermark after the events it covers.
