@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.util
 import signal
 import sys
@@ -157,6 +158,17 @@ _BACKOFF_S = (0.1, 5.0)
 """First and longest pause between two attempts to reach the broker."""
 
 T = TypeVar("T")
+
+
+def freeze_startup_objects() -> None:
+    """Move everything allocated so far (modules, clients, the folded chain) out of the
+    garbage collector's reach.
+
+    It lives as long as the worker, and a full collection otherwise walks it every time: about
+    200,000 objects, ~0.12 s per collection, a few dozen times a minute under load (pauses
+    that land on the events of that moment). Cycles created later are collected as before."""
+    gc.collect()
+    gc.freeze()
 
 
 def until_reachable(what: str, deadline: float, attempt: Callable[[float], T]) -> T:
@@ -284,6 +296,7 @@ class KafkaJoinWorker:
             self._usage, c.usage_topic, timeout_s=max(0.0, deadline - time.monotonic())
         )
         self._usage.subscribe([c.usage_topic], listener=_SeekToCheckpoint(self))
+        freeze_startup_objects()
 
     @staticmethod
     def _wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30) -> None:

@@ -78,6 +78,7 @@ from stream.app import (
     REGISTRY,
     WorkerConfig,
     confirm_sent,
+    freeze_startup_objects,
     send_outcome,
     worker_engine,
 )
@@ -247,6 +248,7 @@ class FaustJoinWorker:
                 if all(p >= end[tp] for p, tp in zip(positions, tps, strict=True)):
                     self.chain_ready.set()
                     log.info("chain caught up", finalized_block=self.chain.finalized_block)
+                    freeze_startup_objects()
             while True:
                 await self._fold(await consumer.getmany(timeout_ms=c.poll_ms))
         finally:
