@@ -361,10 +361,11 @@ class ChainOutboxRow(Base):
     stands for the `chain` messages of every event indexed in that range, in chain order: the
     relay rebuilds them from `chain_events` (byte for byte what was published, or would have
     been, from memory) and expands such rows into one row per message before a rollback
-    deletes events. The relay publishes rows in `id` order and deletes them once Kafka acknowledged them, so a
-    crash between commit and publication re-sends (consumers dedupe on the CloudEvent
-    `(type, id)`) instead of losing. `broadcast` rows (finalized watermarks) go to every
-    partition, so each partition's consumer sees the watermark after the events it covers.
+    deletes events. The relay publishes rows in `id` order and deletes them once Kafka
+    acknowledged them, so a crash between commit and publication re-sends (consumers dedupe
+    on the CloudEvent `(type, id)`) instead of losing. `broadcast` rows (finalized
+    watermarks) go to every partition, so each partition's consumer sees the watermark after
+    the events it covers.
     """
 
     __tablename__ = "chain_outbox"
