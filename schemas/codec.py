@@ -49,31 +49,16 @@ def canonical_json(value: Any) -> bytes:
     floats (amounts are integers); a float elsewhere gets orjson's shortest round-trip spelling.
     """
     try:
-        encoded = orjson.dumps(value, option=_ORJSON_CANONICAL, default=_stdlib_only)
-    except (orjson.JSONEncodeError, TypeError):
+        encoded = orjson.dumps(value, option=_ORJSON_CANONICAL)
+    except TypeError:  # orjson.JSONEncodeError: what orjson refuses
         return _stdlib_canonical_json(value)
-    if b"null" in encoded:
-        return _stdlib_canonical_json(value)
-    return encoded
-
-
-def _stdlib_only(value: Any) -> Any:
-    raise TypeError(f"{type(value).__name__} is left to the standard library")
+    return _stdlib_canonical_json(value) if b"null" in encoded else encoded
 
 
 def _stdlib_canonical_json(value: Any) -> bytes:
     return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_no_default,
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
-
-
-def _no_default(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def encode(event: BaseModel) -> bytes:
