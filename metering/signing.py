@@ -269,7 +269,7 @@ class KeyRing(Mapping[str, VerificationKey]):
                 out[i] = str(exc)
                 continue
             if key.algorithm == "hmac-sha256":
-                if not hmac.compare_digest(hmac.digest(key.key, payload, "sha256"), signature):
+                if not _hmac_verifies(key.key, payload, signature):
                     out[i] = f"event {event.id}: signature does not verify"
             else:
                 pending.append((i, key.key, payload, signature))
@@ -294,8 +294,7 @@ class KeyRing(Mapping[str, VerificationKey]):
         """True when `signature` over `message` verifies under `keyid`."""
         key = self._keys[keyid]
         if key.algorithm == "hmac-sha256":
-            # compare_digest: a byte-by-byte `==` would leak how many leading bytes match.
-            return hmac.compare_digest(hmac.digest(key.key, message, "sha256"), signature)
+            return _hmac_verifies(key.key, message, signature)
         return self.backend.verify(key.key, message, signature)
 
     def to_json(self) -> dict[str, Any]:
@@ -309,6 +308,11 @@ class KeyRing(Mapping[str, VerificationKey]):
         if not isinstance(keys, list):
             raise ValueError("a key ring is an object with a `keys` list")
         return cls(VerificationKey.from_json(entry) for entry in keys)
+
+
+def _hmac_verifies(secret: bytes, message: bytes, signature: bytes) -> bool:
+    # compare_digest: a byte-by-byte `==` would leak how many leading bytes match.
+    return hmac.compare_digest(hmac.digest(secret, message, "sha256"), signature)
 
 
 _PARALLEL_MIN = 64
