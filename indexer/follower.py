@@ -359,8 +359,12 @@ class Follower:
                     log.info("fetch ahead failed", start=start, end=end, error=str(exc)[:200])
             else:
                 future.cancel()
-        end_hash = self.source.headers([end])[end].hash if near_head else None
+        end_hash = self._end_hash(end) if near_head else None
         return self.source.logs(start, end, self.decoder.addresses), None, end_hash
+
+    def _end_hash(self, end: int) -> str:
+        """The hash of block `end`, read before a near-head range's logs (see `_fetch_ahead`)."""
+        return self.source.headers([end])[end].hash
 
     def _fetch_ahead(self, start: int, end: int, near_head: bool) -> _Fetched:
         """The logs of a range, and their batch when the logs carry their block timestamps
@@ -372,7 +376,7 @@ class Follower:
         it, even one that moved logs into a block that had none (which the logs' own block
         hashes cannot show).
         """
-        end_hash = self.source.headers([end])[end].hash if near_head else None
+        end_hash = self._end_hash(end) if near_head else None
         logs = self.source.logs(start, end, self.decoder.addresses)
         if any(entry.block_timestamp is None for entry in logs):
             return logs, None, end_hash
