@@ -10,10 +10,12 @@ import sqlalchemy as sa
 from eth_account.signers.local import LocalAccount
 from sqlalchemy.pool import NullPool
 
+from indexer.blocks import RawLog
+from indexer.decoding import LogDecoder
 from indexer.follower import Follower, StepResult
 from indexer.projections import PROJECTION_TABLES
 from indexer.publisher import ChainPublisher
-from indexer.rpc import RetryPolicy
+from indexer.rpc import RetryPolicy, RpcChainSource
 from indexer.service import build_follower
 from schemas.engine import create_engine
 from schemas.tables import metadata
@@ -198,3 +200,24 @@ def scripted_history(system: System, chain: ChainHarness) -> History:
     distributor.claim(a.alice, dist.claim(1, 0))
     h.checkpoints.append(chain.w3.eth.block_number)
     return h
+
+
+def scripted_logs(system: System, chain: ChainHarness) -> tuple[LogDecoder, list[RawLog]]:
+    """The deployment's decoder and every log of `scripted_history` plus a distributor pause
+    and unpause, fetched raw."""
+    scripted_history(system, chain)
+    a = chain.actors
+    system.royalty_distributor.pause(a.guardian)
+    system.royalty_distributor.unpause(a.guardian)
+    decoder = LogDecoder.for_manifest(system.manifest)
+    source = RpcChainSource([chain.anvil.rpc_url])
+    logs = source.logs(system.manifest.deploy_block, source.head(), decoder.addresses)
+    return decoder, logs
+
+
+def full_path_decoder(decoder: LogDecoder) -> LogDecoder:
+    """A copy of `decoder` that validates every event in full (no fast path)."""
+    full = LogDecoder.__new__(LogDecoder)
+    full.__dict__.update(decoder.__dict__)
+    full.fast = False
+    return full

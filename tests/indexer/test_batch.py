@@ -32,33 +32,20 @@ from tests.contracts.contract_helpers import ChainHarness
 from tests.indexer.support import (
     MODEL_A,
     column,
+    full_path_decoder,
     fund_stakers,
     index_to_head,
     make_follower,
-    scripted_history,
+    scripted_logs,
     table_rows,
 )
 
 pytestmark = [pytest.mark.anvil]
 
 
-def _chain_logs(system: System, chain: ChainHarness) -> tuple[LogDecoder, list[RawLog]]:
-    scripted_history(system, chain)
-    a = chain.actors
-    system.royalty_distributor.pause(a.guardian)
-    system.royalty_distributor.unpause(a.guardian)
-    decoder = LogDecoder.for_manifest(system.manifest)
-    source = RpcChainSource([chain.anvil.rpc_url])
-    logs = source.logs(system.manifest.deploy_block, source.head(), decoder.addresses)
-    return decoder, logs
-
-
 def _full_builder(decoder: LogDecoder) -> RangeBuilder:
     """A builder whose every event takes the full path (validated, projected, formatted)."""
-    full = LogDecoder.__new__(LogDecoder)
-    full.__dict__.update(decoder.__dict__)
-    full.fast = False
-    builder = RangeBuilder(full, copy=True)
+    builder = RangeBuilder(full_path_decoder(decoder), copy=True)
     assert not builder.fast_kinds
     return builder
 
@@ -85,7 +72,7 @@ def _same_batches(fast: RangeBatch, full: RangeBatch) -> None:
 
 
 def test_fast_batch_equals_the_full_path(ix_system: System, ix_chain: ChainHarness) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
     builder = RangeBuilder(decoder, copy=True)
     assert {"Staked", "Unstaked", "Withdrawn", "LicenseMinted", "LicenseTransferred"} <= (
         builder.fast_kinds
@@ -109,7 +96,7 @@ def test_fast_batch_equals_the_full_path(ix_system: System, ix_chain: ChainHarne
 
 
 def test_damaged_logs_take_the_full_path(ix_system: System, ix_chain: ChainHarness) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
     staked = next(
         e for e in logs if isinstance(r := decoder.decode(e, 1), ChainEvent) and r.kind == "Staked"
     )
@@ -133,7 +120,7 @@ def test_damaged_logs_take_the_full_path(ix_system: System, ix_chain: ChainHarne
 
 
 def test_without_copy_rows_are_not_preformatted(ix_system: System, ix_chain: ChainHarness) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
     builder = RangeBuilder(decoder, copy=False)
     assert not builder.fast_kinds
     batch = builder.build(logs, {})
@@ -227,17 +214,50 @@ def test_unpublished_ranges_are_published_after_a_restart_and_a_reorg(
     )
 
 
+def _follower_before_empty_blocks(system: System, chain: ChainHarness, url: str) -> Follower:
+    """A model with a funded staker, then ten empty blocks (nothing of ours in them), and a
+    follower over small ranges that has indexed nothing yet."""
+    a = chain.actors
+    system.model_registry.register_model(a.operator, MODEL_A, a.operator.address, "m")
+    fund_stakers(system, chain, [a.bob])
+    chain.anvil.rpc("anvil_mine", ["0xa"])
+    return make_follower(system, [chain.anvil.rpc_url], url, max_block_range=2)
+
+
+def _stake_request(system: System, chain: ChainHarness, amount: int) -> dict[str, str]:
+    """Bob's stake of `amount` on MODEL_A, as a transaction request for `anvil_reorg`."""
+    stake = system.staking.encode("stake", MODEL_A, amount)
+    bob = chain.actors.bob.address
+    return {"from": bob, "to": system.staking.address, "data": "0x" + stake.hex()}
+
+
+def _assert_stake_indexed_as_a_fresh_index(
+    system: System,
+    chain: ChainHarness,
+    follower: Follower,
+    url: str,
+    fresh_url: str,
+    amount: int,
+) -> None:
+    """The follower's state holds the stake and equals a fresh index of the final chain."""
+    follower.close()
+    follower.engine.dispose()
+    state = table_rows(url)
+    assert amount in column(state["chain_stakes"], "amount")
+    fresh = make_follower(system, [chain.anvil.rpc_url], fresh_url)
+    index_to_head(fresh)
+    fresh.engine.dispose()
+    assert state == table_rows(fresh_url)
+
+
 def test_a_reorg_after_a_near_head_range_was_fetched_ahead_is_seen(
     ix_system: System, ix_chain: ChainHarness, migrated_url: str, sqlite_migrated: str
 ) -> None:
     """A range fetched ahead near the head, then a reorg that puts a stake into one of its
     blocks, which had no logs: the logs fetched ahead hold no block hash to contradict the new
     headers, so only the range's last block hash read before them shows the chain moved."""
-    system, chain, a = ix_system, ix_chain, ix_chain.actors
-    system.model_registry.register_model(a.operator, MODEL_A, a.operator.address, "m")
-    fund_stakers(system, chain, [a.bob])
-    chain.anvil.rpc("anvil_mine", ["0xa"])  # empty blocks: nothing of ours in them
-    follower = make_follower(system, [chain.anvil.rpc_url], migrated_url, max_block_range=2)
+    system, chain = ix_system, ix_chain
+    follower = _follower_before_empty_blocks(system, chain, migrated_url)
     head = chain.client.block_number()
     prefetched = None
     for _ in range(200):
@@ -248,19 +268,13 @@ def test_a_reorg_after_a_near_head_range_was_fetched_ahead_is_seen(
     assert prefetched is not None
     start, _, future = prefetched
     assert future.result()[0] == []  # fetched ahead: no logs in those blocks
-    stake = system.staking.encode("stake", MODEL_A, 77)
-    request = {"from": a.bob.address, "to": system.staking.address, "data": "0x" + stake.hex()}
+    request = _stake_request(system, chain, 77)
     chain.anvil.rpc("anvil_reorg", [head - start + 1, [[request, 0]]])
     steps = index_to_head(follower)
     assert any(step.kind == "retry" for step in steps)
-    follower.close()
-    follower.engine.dispose()
-    state = table_rows(migrated_url)
-    assert 77 in column(state["chain_stakes"], "amount")
-    fresh = make_follower(system, [chain.anvil.rpc_url], sqlite_migrated)
-    index_to_head(fresh)
-    fresh.engine.dispose()
-    assert state == table_rows(sqlite_migrated)
+    _assert_stake_indexed_as_a_fresh_index(
+        system, chain, follower, migrated_url, sqlite_migrated, 77
+    )
 
 
 class _ReorgAfterLogs:
@@ -287,15 +301,11 @@ def test_a_reorg_between_the_logs_and_the_headers_of_a_step_is_seen(
     """Without fetching ahead: a reorg right after a step's `logs` call puts a stake into a
     block of its range that had no logs; the hash of the range's last block read before the
     logs shows the chain moved, and the step is retried on the new chain."""
-    system, chain, a = ix_system, ix_chain, ix_chain.actors
-    system.model_registry.register_model(a.operator, MODEL_A, a.operator.address, "m")
-    fund_stakers(system, chain, [a.bob])
-    chain.anvil.rpc("anvil_mine", ["0xa"])  # empty blocks: nothing of ours in them
-    follower = make_follower(system, [chain.anvil.rpc_url], migrated_url, max_block_range=2)
+    system, chain = ix_system, ix_chain
+    follower = _follower_before_empty_blocks(system, chain, migrated_url)
     follower.config = dataclasses.replace(follower.config, prefetch=False)
     head = chain.client.block_number()
-    stake = system.staking.encode("stake", MODEL_A, 78)
-    request = {"from": a.bob.address, "to": system.staking.address, "data": "0x" + stake.hex()}
+    request = _stake_request(system, chain, 78)
 
     def reorg(start: int) -> None:
         chain.anvil.rpc("anvil_reorg", [head - start + 1, [[request, 0]]])
@@ -306,11 +316,6 @@ def test_a_reorg_between_the_logs_and_the_headers_of_a_step_is_seen(
     steps = index_to_head(follower)
     assert source.done
     assert any(step.kind == "retry" for step in steps)
-    follower.close()
-    follower.engine.dispose()
-    state = table_rows(migrated_url)
-    assert 78 in column(state["chain_stakes"], "amount")
-    fresh = make_follower(system, [chain.anvil.rpc_url], sqlite_migrated)
-    index_to_head(fresh)
-    fresh.engine.dispose()
-    assert state == table_rows(sqlite_migrated)
+    _assert_stake_indexed_as_a_fresh_index(
+        system, chain, follower, migrated_url, sqlite_migrated, 78
+    )

@@ -9,40 +9,19 @@ import json
 
 import pytest
 
-from indexer.blocks import RawLog
-from indexer.decoding import LogDecoder
 from indexer.messages import encoded_event, event_message, payload_json
-from indexer.rpc import RpcChainSource
 from schemas.chain import ChainEvent
 from schemas.codec import canonical_json
 from settlement.chain import System
 from tests.contracts.contract_helpers import ChainHarness
-from tests.indexer.support import scripted_history
+from tests.indexer.support import full_path_decoder, scripted_logs
 
 pytestmark = [pytest.mark.anvil]
 
 
-def _chain_logs(system: System, chain: ChainHarness) -> tuple[LogDecoder, list[RawLog]]:
-    scripted_history(system, chain)
-    a = chain.actors
-    system.royalty_distributor.pause(a.guardian)
-    system.royalty_distributor.unpause(a.guardian)
-    decoder = LogDecoder.for_manifest(system.manifest)
-    source = RpcChainSource([chain.anvil.rpc_url])
-    logs = source.logs(system.manifest.deploy_block, source.head(), decoder.addresses)
-    return decoder, logs
-
-
-def _full(decoder: LogDecoder) -> LogDecoder:
-    full = LogDecoder.__new__(LogDecoder)
-    full.__dict__.update(decoder.__dict__)
-    full.fast = False
-    return full
-
-
 def test_fast_decoding_equals_full_validation(ix_system: System, ix_chain: ChainHarness) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
-    full = _full(decoder)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
+    full = full_path_decoder(decoder)
     assert decoder.fast
     kinds = set()
     for entry in logs:
@@ -66,8 +45,8 @@ def test_fast_decoding_equals_full_validation(ix_system: System, ix_chain: Chain
 def test_damaged_logs_are_undecodable_on_both_paths(
     ix_system: System, ix_chain: ChainHarness
 ) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
-    full = _full(decoder)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
+    full = full_path_decoder(decoder)
     staked = next(
         e for e in logs if isinstance(r := decoder.decode(e, 1), ChainEvent) and r.kind == "Staked"
     )
@@ -89,7 +68,7 @@ def test_damaged_logs_are_undecodable_on_both_paths(
 def test_messages_and_payloads_are_byte_identical(
     ix_system: System, ix_chain: ChainHarness
 ) -> None:
-    decoder, logs = _chain_logs(ix_system, ix_chain)
+    decoder, logs = scripted_logs(ix_system, ix_chain)
     events, _ = decoder.decode_all(logs, {})
     assert events
     for event in events:
