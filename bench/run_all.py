@@ -333,12 +333,11 @@ def markdown(figures: list[Figure], failed: list[str], meta: dict[str, Any]) -> 
     else:
         sizes = "quick sizes" if meta["quick"] else "full sizes"
         head = f"Measured {meta['generated_at'][:10]} on {where} ({sizes})."
-        ran = list(meta.get("runs", {}))
         if meta.get("only") is not None:
             head = (
                 f"Measured {meta['generated_at'][:10]} on {where} ({sizes}): "
-                f"{', '.join(ran)}; the other rows are from each benchmark's last saved run "
-                "(`bench/results/<name>.json`)."
+                f"{', '.join(meta['runs'])}; the other rows are from each benchmark's last "
+                "saved run (`bench/results/<name>.json`)."
             )
     lines = [
         head,

@@ -104,7 +104,7 @@ class SodiumEd25519:
 
     def sign(self, seed: bytes, message: bytes) -> bytes:
         """Sign `message`."""
-        return bytes(self._bindings.crypto_sign(message, self._keypair(seed)[1])[:_SIGNATURE_BYTES])
+        return self._bindings.crypto_sign(message, self._keypair(seed)[1])[:_SIGNATURE_BYTES]
 
     def verify(self, public_key: bytes, message: bytes, signature: bytes) -> bool:
         """Verify `signature`."""
