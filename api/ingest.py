@@ -13,7 +13,6 @@ as the gateway, and the answer (202) comes once every event is durable.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -119,8 +118,7 @@ class IngestService:
 
     async def publish(self, events: list[UsageEvent]) -> None:
         """Make every event durable (Kafka or spool); raises `MeteringError` if one is not."""
-        futures = [self.producer.publish(kafka_key(e), encode_usage_event(e)) for e in events]
-        await asyncio.gather(*futures)
+        await self.producer.publish_many([(kafka_key(e), encode_usage_event(e)) for e in events])
 
 
 def _parse_batch(body: bytes) -> list[Any]:

@@ -8,10 +8,12 @@ target and concurrency: throughput, p50 and p99 latency, and the gateway/direct 
 
 Then the durable producer alone: pre-built signed events submitted as fast as possible until
 Kafka (or the spool, in write-ahead mode) has made every one durable, against raw kafka-python
-sends with the same settings as the baseline; a full spool drained into Kafka (catching up
-after an outage); and the event build+sign rate.
+sends with the same settings as the baseline. Submitted one call per event, as the gateway
+does, and in batches of 1,000 with one future each, as the HTTP ingest does. Also a full spool
+drained into Kafka (catching up after an outage), and the event build+sign rate.
 
     .venv/bin/python bench/metering_bench.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
+    .venv/bin/python bench/metering_bench.py --producer-only   # Kafka only, no Triton
 
 Every process shares the same cores (the client too: the same aiohttp client and concurrency
 for every target), so each round also records the CPU seconds per request spent by the client,
@@ -34,6 +36,7 @@ import tempfile
 import time
 from concurrent.futures import wait
 from datetime import UTC, datetime
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,9 @@ from metering.signing import KeyRing, Signer, SigningKey  # noqa: E402
 from metering.spool import FileSpool  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "metering.json"
+PRODUCER_RESULTS = REPO / "bench" / "results" / "metering-producer.json"
+TARGETS = {"throughput_ratio_min": 0.8, "added_p50_ms_max": 2.0, "producer_per_s_min": 20_000}
+INGEST_BATCH = 1000  # events per call in the batched producer runs: the ingest API's limit
 PEPPER = "bench-pepper"
 BODY = json.dumps(
     {
@@ -233,12 +239,13 @@ def bench_producer(bootstrap: str, root: Path, events: int) -> dict[str, Any]:
     out["raw_kafka_python_per_s"] = events / (time.perf_counter() - started)
     raw.close()
 
-    for mode in ("kafka", "spool"):
-        topic = make_topic(bootstrap, f"bench-{mode}")
+    records = [(e.key, e.value) for e in encoded]
+    for mode, shape in product(("kafka", "spool"), ("", "_batched")):
+        topic = make_topic(bootstrap, f"bench-{mode}{shape}")
         publisher = KafkaUsagePublisher(
             KafkaPublisherConfig(bootstrap, topic, create_topic=False, delivery_timeout_ms=30_000)
         )
-        spool = FileSpool(root / f"spool-{mode}", max_bytes=1 << 30, segment_bytes=64 << 20)
+        spool = FileSpool(root / f"spool-{mode}{shape}", max_bytes=1 << 30, segment_bytes=64 << 20)
         producer = DurableProducer(
             publisher, spool, write_ahead=mode == "spool", delivery_timeout_s=30
         ).start()
@@ -246,16 +253,26 @@ def bench_producer(bootstrap: str, root: Path, events: int) -> dict[str, Any]:
         while producer.spooling and mode == "kafka" and time.monotonic() < deadline:
             time.sleep(0.05)
         started = time.perf_counter()
-        futures = [producer.submit(e.key, e.value) for e in encoded]
-        wait(futures)
+        if shape:
+            # As the HTTP ingest hands them over: one call (one future) per batch.
+            groups = [
+                producer.submit_many(records[i : i + INGEST_BATCH])
+                for i in range(0, events, INGEST_BATCH)
+            ]
+            wait(groups)
+            deliveries = {d for g in groups for d in g.result()}
+        else:
+            # As the gateway hands them over: one call (one future) per event.
+            futures = [producer.submit(key, value) for key, value in records]
+            wait(futures)
+            deliveries = {f.result() for f in futures}
         durable = time.perf_counter() - started
-        deliveries = {f.result() for f in futures}
         producer.wait_drained(120)
         in_kafka = time.perf_counter() - started
         producer.close()
-        out[f"durable_{mode}_per_s"] = events / durable
-        out[f"durable_{mode}_into_kafka_per_s"] = events / in_kafka
-        out[f"durable_{mode}_deliveries"] = sorted(deliveries)
+        out[f"durable_{mode}{shape}_per_s"] = events / durable
+        out[f"durable_{mode}{shape}_into_kafka_per_s"] = events / in_kafka
+        out[f"durable_{mode}{shape}_deliveries"] = sorted(deliveries)
 
     # Catching up after an outage: a spool already holding every event, drained into Kafka.
     topic = make_topic(bootstrap, "bench-replay")
@@ -280,9 +297,26 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument(
+        "--producer-only",
+        action="store_true",
+        help=f"only the producer (Kafka, no Triton); writes {PRODUCER_RESULTS.name}",
+    )
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="metering-bench-"))
+    if args.producer_only:
+        kafka = KafkaBroker(root / "kafka").start()
+        try:
+            producer = bench_producer(kafka.bootstrap_servers, root, args.events)
+        finally:
+            kafka.stop()
+        only = {"machine": machine(), "producer": producer, "targets": TARGETS}
+        PRODUCER_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        PRODUCER_RESULTS.write_text(json.dumps(only, indent=2) + "\n")
+        print_producer(producer)
+        print(f"\nwrote {PRODUCER_RESULTS.relative_to(REPO)}")
+        return
     kafka = KafkaBroker(root / "kafka").start()
     triton = TritonServer(root / "triton").start()
     gateways: list[subprocess.Popen[bytes]] = []
@@ -363,23 +397,14 @@ def main() -> None:
         kafka.stop()
 
     result = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_end": os.getloadavg(),
-        },
+        "machine": machine(),
         "model": "echo-lm (tokens)",
         "requests_per_round": args.requests,
         "rounds": args.rounds,
         "inference": summary,
         "gateway_vs_direct": ratios,
         "producer": producer,
-        "targets": {
-            "throughput_ratio_min": 0.8,
-            "added_p50_ms_max": 2.0,
-            "producer_per_s_min": 20_000,
-        },
+        "targets": TARGETS,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -402,17 +427,36 @@ def main() -> None:
                 f"{'':>14}{cpu}"
             )
     print()
+    print_producer(producer)
+    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were taken."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average_at_end": os.getloadavg(),
+    }
+
+
+def print_producer(producer: dict[str, Any]) -> None:
+    """The producer's table: events/s of each way of making events durable."""
     for k in (
         "build_and_sign_per_s",
         "raw_kafka_python_per_s",
         "durable_kafka_per_s",
         "durable_kafka_into_kafka_per_s",
+        "durable_kafka_batched_per_s",
+        "durable_kafka_batched_into_kafka_per_s",
         "durable_spool_per_s",
         "durable_spool_into_kafka_per_s",
+        "durable_spool_batched_per_s",
+        "durable_spool_batched_into_kafka_per_s",
         "spool_replay_into_kafka_per_s",
     ):
-        print(f"{k:<34}{producer[k]:>12,.0f} events/s")
-    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+        print(f"{k:<40}{producer[k]:>12,.0f} events/s")
 
 
 if __name__ == "__main__":

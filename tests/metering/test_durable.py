@@ -192,3 +192,46 @@ def test_replay_moves_the_cursor_over_acked_records_only(tmp_path: Path) -> None
         assert kafka.published == [f"{i}".encode() for i in range(10)]
     finally:
         p.close(timeout_s=1, drain_s=0)
+
+
+def test_submit_many_one_future_for_all(producer: DurableProducer, kafka: ScriptedKafka) -> None:
+    _wait(lambda: not producer.spooling)
+    values = [f"{i}".encode() for i in range(100)]
+    assert producer.submit_many([(b"1", v) for v in values]).result(timeout=10) == ["kafka"] * 100
+    assert kafka.published == values
+    assert producer.submit_many([]).result(timeout=1) == []
+    kafka.up = False
+    more = [f"m{i}".encode() for i in range(10)]
+    assert producer.submit_many([(b"1", v) for v in more]).result(timeout=10) == ["spool"] * 10
+    kafka.up = True
+    _wait(lambda: not producer.spooling)
+    assert list(dict.fromkeys(kafka.published)) == values + more
+
+
+def test_submit_many_split_between_kafka_and_the_spool(tmp_path: Path) -> None:
+    kafka = HalfAcking(limit=2)
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool).start()
+    try:
+        _wait(lambda: not p.spooling)
+        group = p.submit_many([(b"1", v) for v in (b"a", b"b", b"c")])
+        # Kafka acked "a" and "b"; "c" went to the spool, and was replayed from there.
+        assert group.result(timeout=5) == ["kafka", "kafka", "spool"]
+        _wait(lambda: spool.pending_records == 0)
+        assert kafka.published == [b"a", b"b", b"c"]
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_submit_many_fails_with_the_first_error(tmp_path: Path, kafka: ScriptedKafka) -> None:
+    kafka.up = False
+    spool = FileSpool(tmp_path / "s", max_bytes=5_000, segment_bytes=5_000)
+    p = DurableProducer(kafka, spool).start()
+    try:
+        group = p.submit_many([(b"1", b"x" * 900) for _ in range(10)])
+        assert isinstance(group.exception(timeout=10), SpoolFull)
+        assert 0 < spool.pending_records < 10  # those that fit are durable all the same
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+    closed = p.submit_many([(b"1", b"late")])
+    assert closed.exception(timeout=1) is not None
