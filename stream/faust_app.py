@@ -2,12 +2,13 @@
 
 The same join as `stream.app` (`KafkaJoinWorker`, on kafka-python), on faust-streaming (asyncio,
 aiokafka): an agent on `usage` takes batches (`take_events`), splits them by partition and
-decides each partition batch with `stream.partition_batch.decide_partition_batch` in ONE
-database transaction, publishing accruals and dead letters (`acks=all`, idempotent producer)
-and waiting for their acknowledgement BEFORE the commit. The database work and the producer
-calls are blocking: they run in a thread executor, so the event loop keeps heartbeating the
-group while a batch is decided; one lock serialises the partition batches (the agent's and the
-held-event retries') and the folding of the chain.
+decides all of a take's partition batches with `stream.partition_batch.decide_partition_batch`
+in ONE database transaction (each partition's checkpoint compare-and-set, as always),
+publishing accruals and dead letters (`acks=all`, idempotent producer) and waiting for their
+acknowledgement BEFORE the one commit, as `stream.app` does per poll. The database work and the
+producer calls are blocking: they run in a thread executor, so the event loop keeps
+heartbeating the group while a take is decided; one lock serialises the takes (the agent's and
+the held-event retries') and the folding of the chain.
 
 Delivery guarantees rest on the database checkpoint of each usage partition, never on faust's
 consumer offsets, exactly as in `stream.app`:
@@ -29,8 +30,9 @@ consumer offsets, exactly as in `stream.app`:
 - **Database: exactly once in effect; `accruals` / `usage.dead-letter`: at least once.** As in
   `stream.app`: compare-and-set checkpoint, outputs acknowledged before the commit. A batch
   whose checkpoint moved under it (`CheckpointConflict`, another worker owns the partition now)
-  is dropped. Any other failure stops the worker with an error: its restart re-reads from the
-  checkpoint, as after a SIGKILL.
+  is dropped, and the take's other partitions are sought back to their checkpoints (their
+  work was rolled back with it). Any other failure stops the worker with an error: its restart
+  re-reads from the checkpoint, as after a SIGKILL.
 - **Chain view.** Every worker needs the WHOLE finalized chain state, so the `chain` topic is
   not a faust table (tables are partitioned over the workers) but a `TopicChainView` fed by a
   plain aiokafka consumer without a group (all partitions, from the beginning) in an `app.task`.
@@ -53,7 +55,7 @@ import sys
 import tempfile
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -195,8 +197,7 @@ class FaustJoinWorker:
                 for event in events:
                     message = event.message
                     batches[message.tp].append((message.offset, message.value or b""))
-                for tp, batch in batches.items():
-                    await self.process(tp, batch)
+                await self.process(batches)
 
         app.agent(usage, name=f"{c.group_id}.join")(consume)
         app.task(self._follow_chain)
@@ -280,10 +281,14 @@ class FaustJoinWorker:
         if not self.chain_ready.is_set() or self.chain is None:
             return
         block = self.chain.finalized_block
-        for tp in sorted(self._usage_assignment()):
-            held = self.held.get(tp)
-            if held is None or (held and self._tried_at_block.get(tp) != block):
-                await self.process(tp, [])
+        retry: dict[TP, list[Message]] = {
+            tp: []
+            for tp in sorted(self._usage_assignment())
+            if (held := self.held.get(tp)) is None
+            or (held and self._tried_at_block.get(tp) != block)
+        }
+        if retry:
+            await self.process(retry)
         # Back-pressure: a full hold buffer stops consumption until the watermark moves.
         assigned = self._usage_assignment()
         if sum(self.held.values()) >= self.config.max_held:
@@ -291,99 +296,129 @@ class FaustJoinWorker:
         else:
             self.app.consumer.resume_partitions(assigned)
 
-    async def process(self, tp: TP, batch: list[Message]) -> None:
-        """Decide one partition batch (or only its held events, when empty) and commit."""
+    async def process(self, batches: Mapping[TP, list[Message]]) -> None:
+        """Decide one take's partition batches (empty ones: only their held events) and
+        commit them together."""
         async with self._batch_lock:
-            if tp not in self.app.consumer.assignment():
-                return  # revoked while queued: its new owner decides it
-            first = self._next.get(tp)
-            fresh = _increasing(batch, first)
-            if batch and not fresh:
-                return  # only records already decided (read again after a seek)
+            assignment = self.app.consumer.assignment()
+            items: list[tuple[TP, list[Message], bool]] = []
+            for tp, batch in batches.items():
+                if tp not in assignment:
+                    continue  # revoked while queued: its new owner decides it
+                fresh = _increasing(batch, self._next.get(tp))
+                if batch and not fresh:
+                    continue  # only records already decided (read again after a seek)
+                items.append((tp, fresh, self._gaps[tp] >= GAP_RETRIES - 1))
+            if not items:
+                return
             assert self.chain is not None
             block = self.chain.finalized_block
-            gaps = self._gaps[tp]
             loop = asyncio.get_running_loop()
             try:
-                result = await loop.run_in_executor(
-                    self._executor, self._decide, tp, fresh, gaps >= GAP_RETRIES - 1
-                )
+                results = await loop.run_in_executor(self._executor, self._decide, items)
             except Exception as exc:
-                log.error("partition batch failed; stopping", partition=str(tp), error=repr(exc))
+                log.error(
+                    "usage batch failed; stopping",
+                    partitions=[str(tp) for tp, _, _ in items],
+                    error=repr(exc),
+                )
                 await self.app.crash(exc)
                 return
-            if isinstance(result, _Conflict):
-                log.warning("checkpoint moved by another worker; batch dropped", partition=str(tp))
-                self._forget(tp)
-                return
-            if isinstance(result, _Seek):
-                self._gaps[tp] = gaps + 1 if result.gap else 0
-                if result.gap:
-                    log.warning("gap in usage offsets; seeking back", partition=str(tp))
-                self._next[tp] = result.offset
-                await self.app.consumer.seek(tp, result.offset)
-                return
-            outcome = result.outcome
-            self._gaps.pop(tp, None)
-            self._next[tp] = outcome.position.offset + 1
-            self.held[tp] = len(outcome.position.held)
-            self._tried_at_block[tp] = block
+            for tp, result in results.items():
+                await self._settle(tp, result, block)
             HELD.set(sum(self.held.values()))
-            DECIDED.labels("accepted").inc(len(outcome.accruals))
-            DECIDED.labels("rejected").inc(len(outcome.letters))
+
+    async def _settle(self, tp: TP, result: _Decided | _Seek | _Conflict, block: int) -> None:
+        """Take note of how one partition batch of a take ended."""
+        if isinstance(result, _Conflict):
+            log.warning("checkpoint moved by another worker; batch dropped", partition=str(tp))
+            self._forget(tp)
+            return
+        if isinstance(result, _Seek):
+            gaps = self._gaps[tp]
+            self._gaps[tp] = gaps + 1 if result.gap else 0
+            if result.gap:
+                log.warning("gap in usage offsets; seeking back", partition=str(tp))
+            self._next[tp] = result.offset
+            await self.app.consumer.seek(tp, result.offset)
+            return
+        outcome = result.outcome
+        self._gaps.pop(tp, None)
+        self._next[tp] = outcome.position.offset + 1
+        self.held[tp] = len(outcome.position.held)
+        self._tried_at_block[tp] = block
+        DECIDED.labels("accepted").inc(len(outcome.accruals))
+        DECIDED.labels("rejected").inc(len(outcome.letters))
 
     def _decide(
-        self, tp: TP, batch: list[Message], accept_gap: bool
-    ) -> _Decided | _Seek | _Conflict:
-        """In the executor: one transaction for the partition batch, outputs acknowledged
-        before the commit."""
+        self, items: Sequence[tuple[TP, list[Message], bool]]
+    ) -> dict[TP, _Decided | _Seek | _Conflict]:
+        """In the executor: one transaction for a take's partition batches (each with whether
+        a gap before it is accepted), outputs acknowledged before the commit.
+
+        A partition whose batch cannot be decided yet (stale records, a gap) gets a `_Seek`
+        and the others go on. A moved checkpoint drops its partition's batch (`_Conflict`);
+        that, or outputs Kafka did not acknowledge, rolls the whole take back and seeks every
+        other partition of it back to its checkpoint."""
         assert self.chain is not None
-        component = checkpoint_component(self.config.component, tp.topic, tp.partition)
         sent: list[Any] = []
+        results: dict[TP, _Decided | _Seek | _Conflict] = {}
+        positions: dict[TP, int] = {}  # checkpoint offset of each partition looked at
         with self._view_lock, self.engine.connect() as connection:
             transaction = connection.begin()
+            store = SqlAlchemyAccrualStore(connection)
+            tp: TP | None = None
             try:
-                position, _ = SqlAlchemyAccrualStore(connection).load_position(component)
-                fresh = [m for m in batch if m[0] > position.offset]
-                if batch and not fresh:
+                for tp, batch, accept_gap in items:
+                    component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+                    position, _ = store.load_position(component)
+                    positions[tp] = position.offset
+                    fresh = [m for m in batch if m[0] > position.offset]
+                    if batch and not fresh:
+                        results[tp] = _Seek(position.offset + 1, gap=False)
+                        continue
+                    if fresh and fresh[0][0] > position.offset + 1 and not accept_gap:
+                        results[tp] = _Seek(position.offset + 1, gap=True)
+                        continue
+                    results[tp] = _Decided(
+                        decide_partition_batch(
+                            connection,
+                            component,
+                            fresh,
+                            state=self.chain.view,
+                            key_ring=self.config.key_ring,
+                            clock=self.config.clock,
+                            received_at=datetime.now(UTC),
+                            on_decided=lambda decided: sent.extend(self._send(decided)),
+                        )
+                    )
+                tp = None
+                if not any(isinstance(r, _Decided) for r in results.values()):
                     transaction.rollback()
-                    return _Seek(position.offset + 1, gap=False)
-                if fresh and fresh[0][0] > position.offset + 1 and not accept_gap:
-                    transaction.rollback()
-                    return _Seek(position.offset + 1, gap=True)
-                outcome = decide_partition_batch(
-                    connection,
-                    component,
-                    fresh,
-                    state=self.chain.view,
-                    key_ring=self.config.key_ring,
-                    clock=self.config.clock,
-                    received_at=datetime.now(UTC),
-                    on_decided=lambda decided: sent.extend(self._send(decided)),
-                )
+                    return results
                 # Produced and acknowledged before the commit: at least once on the topics.
                 confirm_sent(self._producer, sent)
                 transaction.commit()
             except CheckpointConflict:
                 transaction.rollback()
-                return _Conflict()
+                return _rolled_back(items, positions, conflict=tp)
             except KafkaError as exc:
-                # Outputs not acknowledged (a broker restarting): roll back, read the batch
-                # again from the checkpoint, produce it with a fresh producer.
+                # Outputs not acknowledged (a broker restarting): roll back, read the batches
+                # again from their checkpoints, produce them with a fresh producer.
                 transaction.rollback()
                 log.warning(
                     "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
-                    partition=str(tp),
+                    partitions=[str(p) for p, _, _ in items],
                     error=repr(exc),
                 )
                 producer, self._producer = self._producer, None
                 if producer is not None:
                     discard_producer(producer)
-                return _Seek(position.offset + 1, gap=False)
+                return _rolled_back(items, positions, conflict=None)
             except BaseException:
                 transaction.rollback()
                 raise
-        return _Decided(outcome)
+        return results
 
     def _send(self, outcome: PartitionOutcome) -> list[Any]:
         """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
@@ -417,6 +452,21 @@ class FaustJoinWorker:
                 self._producer.close()
         self.engine.dispose()
         self._datadir.cleanup()
+
+
+def _rolled_back(
+    items: Sequence[tuple[TP, list[Message], bool]],
+    positions: Mapping[TP, int],
+    conflict: TP | None,
+) -> dict[TP, _Decided | _Seek | _Conflict]:
+    """After a take was rolled back: the partition whose checkpoint moved is dropped, the
+    others are read again from their checkpoints (dropped too where none was read)."""
+    return {
+        tp: _Seek(positions[tp] + 1, gap=False)
+        if tp != conflict and tp in positions
+        else _Conflict()
+        for tp, _, _ in items
+    }
 
 
 def _increasing(batch: list[Message], first: int | None) -> list[Message]:

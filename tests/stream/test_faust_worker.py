@@ -92,9 +92,9 @@ def test_faust_worker_stops_on_a_failing_database(
 def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     kafka_broker: KafkaBroker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Outputs Kafka does not acknowledge (a broker restarting) roll the partition batch back:
-    nothing is committed, the partition is sent back to its checkpoint and a fresh producer
-    takes the next try, which decides the batch once."""
+    """Outputs Kafka does not acknowledge (a broker restarting) roll the take back: nothing
+    is committed, each of its partitions is sent back to its checkpoint and a fresh producer
+    takes the next try, which decides the batches once, in one transaction."""
     from faust.types import TP
     from kafka.errors import KafkaTimeoutError
 
@@ -120,19 +120,27 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     def unacknowledged(_producer: object, futures: list[object]) -> None:
         raise KafkaTimeoutError("outputs not acknowledged (injected)")
 
-    tp = TP(t.usage, 0)
-    batch = [(0, b"{bad"), (1, b"[]")]  # malformed: two dead letters, no chain state needed
+    p0, p1 = TP(t.usage, 0), TP(t.usage, 1)
+    # Malformed events: dead letters, no chain state needed. One take, two partitions.
+    take = [(p0, [(0, b"{bad"), (1, b"[]")], False), (p1, [(0, b"nope")], False)]
     engine = create_engine(sqlite_url, poolclass=NullPool)
     try:
         monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
-        failed = worker._decide(tp, batch, accept_gap=False)
-        assert failed == faust_app._Seek(0, gap=False)
+        failed = worker._decide(take)
+        # The whole take rolled back: both partitions go back to their checkpoints.
+        assert failed == {p0: faust_app._Seek(0, gap=False), p1: faust_app._Seek(0, gap=False)}
         assert worker._producer is None  # discarded
         assert decided_count(engine) == (0, 0)
         monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
-        done = worker._decide(tp, batch, accept_gap=False)
-        assert isinstance(done, faust_app._Decided)
-        assert decided_count(engine) == (0, 2)
+        done = worker._decide(take)
+        assert all(isinstance(r, faust_app._Decided) for r in done.values())
+        assert decided_count(engine) == (0, 3)
+        # Read again (a seek delivered them twice): nothing is decided twice; a partition
+        # whose batch starts past its checkpoint + 1 is sought back, the other one decided.
+        again = worker._decide([(p0, [(1, b"[]"), (2, b"{")], False), (p1, [(5, b"x")], False)])
+        assert again[p1] == faust_app._Seek(1, gap=True)
+        assert isinstance(again[p0], faust_app._Decided)
+        assert decided_count(engine) == (0, 4)
     finally:
         worker.close()
         engine.dispose()
