@@ -17,8 +17,13 @@ late); duplicates keep their id and are removed downstream.
 
 Threads: the caller's (`submit` only queues), one direct sender (group commit to Kafka: it
 sends whatever queued up meanwhile as one batch and waits for its acks), one spool writer
-(group commit: one fsync per batch), one replayer. Keeping kafka-python's calls off the
-caller's thread keeps the gateway's event loop from ever blocking on the client's locks.
+(group commit: one fsync per batch), one replayer. `publish` (asyncio callers: the gateway)
+sends straight from the caller's thread instead while events go to Kafka, and is answered by
+kafka-python's callback: two thread hand-offs fewer per event, which is most of what the
+acknowledgement costs at low load beyond the broker's round trip. Such events are sent
+without waiting for the ones before, so when one fails, others sent before the failure was
+known may still be acked after it: the spool then holds an event older than one Kafka has
+(consumers order by event time and remove duplicates by id, never rely on arrival order).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Literal, Protocol, cast
 
@@ -57,6 +62,10 @@ class UsagePublisher(Protocol):
 
     def send_batch(self, records: Sequence[tuple[bytes, bytes]], timeout_s: float) -> int:
         """Send records in order, wait; return how many from the first were acked."""
+        ...
+
+    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
+        """Send one record without waiting; `done(acked)` once Kafka answered (any thread)."""
         ...
 
     def flush(self, timeout_s: float) -> None:
@@ -196,6 +205,7 @@ class DurableProducer:
         # answer with an empty spool, which also replays a previous run's spool first.
         self._spooling = True
         self._unspooled = 0  # events handed to the writer, not yet appended
+        self._inline = 0  # events `publish` sent straight to Kafka, not yet answered
         self._writes: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._direct: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -237,6 +247,10 @@ class DurableProducer:
         self._direct.put(None)
         if self._threads:
             self._threads[0].join(self.delivery_timeout_s + timeout_s)
+        # So are those `publish` sent: Kafka answers each (kafka-python times them out).
+        deadline = time.monotonic() + self.delivery_timeout_s + timeout_s
+        while self._inline and time.monotonic() < deadline:
+            time.sleep(0.01)
         if drain_s > 0 and self.spool.pending_records + self._unspooled > 0:
             self.wait_drained(drain_s)
         self._stopping.set()
@@ -294,8 +308,39 @@ class DurableProducer:
                     self._direct.put(pending)
 
     async def publish(self, key: bytes, value: bytes) -> Delivery:
-        """`submit` for asyncio callers: returns once the event is durable."""
-        return await asyncio.wrap_future(self.submit(key, value))
+        """`submit` for asyncio callers: returns once the event is durable. While events go
+        straight to Kafka, this one is sent from the caller's thread (see the module's
+        docstring)."""
+        future: Future[Delivery] = Future()
+        pending = _Single(key, value, future)
+        with self._lock:
+            inline = self._accepting and not self._spooling
+            if inline:
+                self._inline += 1
+        if inline:
+            self.publisher.send_one(key, value, lambda acked: self._answered(pending, acked))
+        else:
+            self._enqueue([pending])
+        return await asyncio.wrap_future(future)
+
+    def _answered(self, pending: _Pending, acked: bool) -> None:
+        """Kafka's answer for an event `publish` sent: acked, or to the spool with every
+        event after it (as `_send_direct` does)."""
+        if acked:
+            with self._lock:
+                self._inline -= 1
+            pending.ok("kafka")
+            return
+        with self._lock:
+            self._inline -= 1
+            was_direct = not self._spooling
+            self._spooling = True
+            self._unspooled += 1
+            self._writes.put(pending)
+        if self.metrics is not None:
+            self.metrics.kafka_errors.inc()
+        if was_direct:
+            log.warning("kafka did not ack; spooling events until it is back", failed=1)
 
     async def publish_many(self, records: Sequence[tuple[bytes, bytes]]) -> list[Delivery]:
         """`submit_many` for asyncio callers: returns once every event is durable."""

@@ -6,14 +6,16 @@ gateway must start and keep serving (into the spool) while Kafka is down. Once b
 producer survives broker restarts: its sender reconnects by itself.
 
 Events are sent in batches (`send_batch`): send them all, flush once, and report how many from
-the first were acked. kafka-python's failures end up as that count (and a log line); nothing
-above this module imports kafka.
+the first were acked; or one at a time without waiting (`send_one`), with a callback once Kafka
+has answered. kafka-python's failures end up as that count or callback (and a log line);
+nothing above this module imports kafka.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +51,10 @@ class KafkaUsagePublisher:
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._topic_checked = False
+        # Producers that failed a `send_one`, to be closed off kafka-python's own thread, and
+        # those already closed (closing one fails its records again).
+        self._retired: list[Any] = []
+        self._discarded: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def _producer_options(self) -> dict[str, Any]:
         c = self.config
@@ -99,6 +105,7 @@ class KafkaUsagePublisher:
         kafka-python answers `partitions_for` from its cache even while every broker is down,
         so the probe asks the cluster through an admin client instead.
         """
+        self._discard_retired()
         try:
             self._ensure_topic()
             with self._lock:
@@ -133,6 +140,47 @@ class KafkaUsagePublisher:
             self._replace(producer)
         return acked
 
+    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
+        """Send one record without waiting: `done(acked)` is called once Kafka has answered
+        for it (on kafka-python's network thread), or at once when it cannot be sent. A
+        failure retires the producer: the next `probe()` builds a fresh one (see `_replace`)."""
+        producer = self._producer
+        if producer is None:
+            done(False)
+            return
+        try:
+            future = producer.send(self.config.topic, key=key, value=value)
+        except (KafkaError, AssertionError, BufferError) as exc:
+            log.warning("kafka send failed", error=str(exc))
+            self._retire(producer)
+            done(False)
+            return
+        future.add_callback(lambda _metadata: done(True))
+        future.add_errback(lambda _error: self._failed_one(producer, done))
+
+    def _failed_one(self, producer: Any, done: Callable[[bool], None]) -> None:
+        self._retire(producer)
+        done(False)
+
+    def _retire(self, producer: Any) -> None:
+        """Stop using a producer that failed a record; it is closed by the next `probe()` or
+        `close()`, never here: this may run on the producer's own network thread, which
+        closing it would wait for."""
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+                log.warning("kafka producer replaced after a failed send")
+            if producer not in self._retired and producer not in self._discarded:
+                self._retired.append(producer)
+
+    def _discard_retired(self) -> None:
+        with self._lock:
+            retired, self._retired = self._retired, []
+            self._discarded.update(retired)
+        for producer in retired:
+            # What it still holds fails, and its senders spool it (see `send_one`).
+            discard_producer(producer)
+
     def _replace(self, producer: Any) -> None:
         """Drop a producer that failed a batch; the next `probe()` builds a fresh one.
 
@@ -163,6 +211,7 @@ class KafkaUsagePublisher:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the producer."""
+        self._discard_retired()
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is None:

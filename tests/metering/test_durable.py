@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,9 @@ class ScriptedKafka:
         with self.lock:
             self.published.extend(value for _, value in records)
         return len(records)
+
+    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
+        done(self.send_batch([(key, value)], 1.0) == 1)
 
     def flush(self, timeout_s: float) -> None:
         time.sleep(0.05)
@@ -235,3 +239,56 @@ def test_submit_many_fails_with_the_first_error(tmp_path: Path, kafka: ScriptedK
         p.close(timeout_s=1, drain_s=0)
     closed = p.submit_many([(b"1", b"late")])
     assert closed.exception(timeout=1) is not None
+
+
+def test_publish_sends_from_the_callers_thread_and_spools_what_kafka_refuses(
+    producer: DurableProducer, kafka: ScriptedKafka
+) -> None:
+    _wait(lambda: not producer.spooling)
+
+    async def publish(values: list[bytes]) -> list[str]:
+        return list(await asyncio.gather(*(producer.publish(b"1", v) for v in values)))
+
+    assert asyncio.run(publish([b"a", b"b"])) == ["kafka", "kafka"]
+    assert kafka.published == [b"a", b"b"]
+    kafka.up = False
+    assert asyncio.run(publish([b"c", b"d"])) == ["spool", "spool"]
+    assert producer.spooling
+    kafka.up = True
+    _wait(lambda: not producer.spooling)
+    assert list(dict.fromkeys(kafka.published)) == [b"a", b"b", b"c", b"d"]
+    assert asyncio.run(publish([b"e"])) == ["kafka"]
+
+
+class LateKafka(ScriptedKafka):
+    """Answers `send_one` from another thread after `delay_s`, as kafka-python's network
+    thread does."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.delay_s = delay_s
+
+    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
+        def answer() -> None:
+            time.sleep(self.delay_s)
+            ScriptedKafka.send_one(self, key, value, done)
+
+        threading.Thread(target=answer, daemon=True).start()
+
+
+def test_close_waits_for_what_publish_sent(tmp_path: Path) -> None:
+    kafka = LateKafka(delay_s=0.5)
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, delivery_timeout_s=2).start()
+    _wait(lambda: not p.spooling)
+
+    async def publish_and_close() -> str:
+        sent = asyncio.ensure_future(p.publish(b"1", b"x"))
+        await asyncio.sleep(0.05)
+        kafka.up = False  # the answer will be a failure: the event must reach the spool
+        await asyncio.to_thread(p.close, 2, 0)
+        return await sent
+
+    assert asyncio.run(publish_and_close()) == "spool"
+    reopened = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    assert [r.value for r in reopened.read(reopened.cursor, 10)] == [b"x"]
