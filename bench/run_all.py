@@ -144,13 +144,32 @@ def _metering(doc: dict[str, Any]) -> list[Figure]:
                     None if ratio is None else ratio >= t["throughput_ratio_min"],
                 )
             )
+            if base is not None and concurrency == "1":
+                added = run["p50_ms"] - base["p50_ms"]
+                out.append(
+                    Figure(
+                        "metering",
+                        f"latency added by {path}, concurrency 1 (p50)",
+                        added,
+                        "ms",
+                        base["p50_ms"],
+                        "direct p50 (ms)",
+                        f"<= {t['added_p50_ms_max']} ms",
+                        added <= t["added_p50_ms_max"],
+                    )
+                )
     producer = doc.get("producer") or {}
-    rate = producer.get("durable_kafka_per_s")
-    if rate is not None:
+    for key, how in (
+        ("durable_kafka_per_s", "one call per event, as the gateway"),
+        ("durable_kafka_batched_per_s", "batches of 1,000, as the HTTP ingest"),
+    ):
+        rate = producer.get(key)
+        if rate is None:
+            continue
         out.append(
             Figure(
                 "metering",
-                "durable usage producer into Kafka",
+                f"durable usage producer into Kafka, {how}",
                 rate,
                 "events/s",
                 producer.get("raw_kafka_python_per_s"),
