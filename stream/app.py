@@ -63,7 +63,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from metering.kafka_usage_publisher import discard_producer
@@ -81,6 +81,7 @@ from stream.partition_batch import (
     decide_partition_batch,
 )
 from stream.sinks.sqlalchemy_accrual_store import SqlAlchemyAccrualStore
+from stream.state import ChainView
 from stream.topic_chain_view import TopicChainView
 
 log = structlog.get_logger("royalty.worker")
@@ -471,15 +472,13 @@ class KafkaJoinWorker:
             transaction = connection.begin()
             try:
                 for tp, batch in batches.items():
-                    outcomes[tp] = decide_partition_batch(
+                    outcomes[tp] = decide_usage(
+                        self.config,
                         connection,
                         checkpoint_component(self.config.component, tp.topic, tp.partition),
                         batch,
-                        state=self.chain.view,
-                        key_ring=self.config.key_ring,
-                        clock=self.config.clock,
-                        received_at=datetime.now(UTC),
-                        on_decided=lambda decided: sent.extend(self._send(decided)),
+                        self.chain.view,
+                        lambda decided: sent.extend(self._send(decided)),
                     )
                 # Produced and acknowledged before the commit: at least once on the topics.
                 confirm_sent(self._producer, sent)
@@ -540,6 +539,27 @@ class KafkaJoinWorker:
         """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
         assert self._producer is not None
         return send_outcome(self._producer, self.config, outcome)
+
+
+def decide_usage(
+    config: WorkerConfig,
+    connection: Connection,
+    component: str,
+    batch: list[Message],
+    view: ChainView,
+    on_decided: Callable[[PartitionOutcome], None],
+) -> PartitionOutcome:
+    """`decide_partition_batch` for a worker: its key ring and epoch clock, received now."""
+    return decide_partition_batch(
+        connection,
+        component,
+        batch,
+        state=view,
+        key_ring=config.key_ring,
+        clock=config.clock,
+        received_at=datetime.now(UTC),
+        on_decided=on_decided,
+    )
 
 
 def send_outcome(

@@ -58,7 +58,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import faust
@@ -80,6 +79,7 @@ from stream.app import (
     REGISTRY,
     WorkerConfig,
     confirm_sent,
+    decide_usage,
     freeze_startup_objects,
     send_outcome,
     worker_engine,
@@ -90,7 +90,6 @@ from stream.partition_batch import (
     Message,
     PartitionOutcome,
     checkpoint_component,
-    decide_partition_batch,
 )
 from stream.sinks.sqlalchemy_accrual_store import SqlAlchemyAccrualStore
 from stream.topic_chain_view import TopicChainView
@@ -381,15 +380,13 @@ class FaustJoinWorker:
                         results[tp] = _Seek(position.offset + 1, gap=True)
                         continue
                     results[tp] = _Decided(
-                        decide_partition_batch(
+                        decide_usage(
+                            self.config,
                             connection,
                             component,
                             fresh,
-                            state=self.chain.view,
-                            key_ring=self.config.key_ring,
-                            clock=self.config.clock,
-                            received_at=datetime.now(UTC),
-                            on_decided=lambda decided: sent.extend(self._send(decided)),
+                            self.chain.view,
+                            lambda decided: sent.extend(self._send(decided)),
                         )
                     )
                 tp = None
