@@ -80,6 +80,18 @@ class SpoolClosed(Retryable):
     """The spool was closed (shutdown in progress): nothing more can be made durable here."""
 
 
+class UsageNotRecorded(Retryable):
+    """A served inference's usage event could not be made durable: its response is withheld
+    (nothing unbilled leaves the gateway); the client may retry."""
+
+
+class UnitsUnreadable(MeteringError):  # noqa: N818 - reads as the fact it reports
+    """A served inference's units could not be read from Triton's answer: its response is
+    withheld (502), and the billing error is counted and logged."""
+
+    status = 502
+
+
 class InvariantViolation(MeteringError):  # noqa: N818 - a family name
     """Our own rule broke (corrupt cursor, misconfiguration found at run time): a bug."""
 

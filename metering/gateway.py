@@ -36,7 +36,7 @@ import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -52,7 +52,9 @@ from metering.errors import (
     PayloadTooLarge,
     Retryable,
     SpoolFull,
+    UnitsUnreadable,
     UnknownModel,
+    UsageNotRecorded,
 )
 from metering.events import Usage, UsageEventFactory
 from metering.kserve import InferenceBody
@@ -86,6 +88,15 @@ class GatewayConfig:
     auth_metadata: bool = False
     upstream_timeout_s: float = 60.0
     upstream_connections: int = 64
+
+
+class Companion(Protocol):
+    """A server that lives and dies with the gateway app (started at lifespan startup, in its
+    event loop; stopped at shutdown, before the producer closes)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class _Reply(Exception):  # noqa: N818 - internal control flow, never escapes the app
@@ -130,6 +141,8 @@ class MeteringGateway:
         self.upstream = f"http://{config.triton_url.removeprefix('http://')}"
         self._pool: UpstreamPool | None = None
         self._in_flight = 0
+        # Servers started and stopped with this app's lifespan (the gRPC side).
+        self.companions: list[Companion] = []
         # Labelled metric children by label values: `labels()` validates and locks per call.
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -185,8 +198,12 @@ class MeteringGateway:
                     limit=self.config.upstream_connections,
                     timeout_s=self.config.upstream_timeout_s,
                 )
+                for companion in self.companions:
+                    await companion.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                for companion in self.companions:
+                    await companion.stop()
                 if self._pool is not None:
                     await self._pool.close()
                 if self.on_shutdown is not None:
@@ -274,60 +291,105 @@ class MeteringGateway:
             await _respond(send, status, payload, out_headers)
             return status
         self._child(self.metrics.inferences, model).inc()
-        try:
-            response = (
-                InferenceBody.parse(
-                    payload, _int_header(upstream_headers, "inference-header-content-length")
-                )
-                if billing.reads_response
-                else None
-            )
-            units = billing.units(request, response)
-        except InvalidInput as exc:
-            self._child(self.metrics.billing_errors, model).inc()
-            log.error("inference units unreadable; response withheld", model=model, error=str(exc))
-            raise _Reply(502, f"usage of this inference could not be measured: {exc}") from exc
+        response = self.read_units_body(
+            billing,
+            lambda: InferenceBody.parse(
+                payload, _int_header(upstream_headers, "inference-header-content-length")
+            ),
+        )
+        units = self.units_of(billing, request, response)
         out_headers.append((b"x-royalty-units", str(units).encode()))
-        if units > 0:
-            encoded = self.events.encode(
-                Usage(
-                    billing=billing,
-                    license_id=grant.license_id,
-                    units=units,
-                    completed_at=completed_at,
-                    model_version=version or _model_version(response),
-                    request_id=headers.get("x-request-id"),
-                    latency_ms=int(upstream_s * 1000),
-                )
-            )
-            try:
-                delivery = await self.producer.publish(encoded.key, encoded.value)
-            except MeteringError as exc:
-                log.error(
-                    "usage event not durable; response withheld", id=encoded.id, error=str(exc)
-                )
-                raise _Reply(
-                    503,
-                    f"usage could not be recorded, retry later: {exc}",
-                    [(b"retry-after", b"5")],
-                ) from exc
-            self._child(self.metrics.events, model, delivery).inc()
-            out_headers.append((b"x-royalty-usage-id", encoded.id.encode()))
-            # The correlation id from inference to payout: the stream and the settler log
-            # the same usage_id (billed in which epoch, or rejected why).
-            log.debug(
-                "usage metered",
-                usage_id=encoded.id,
-                request_id=headers.get("x-request-id"),
-                model=model,
-                license_id=grant.license_id,
-                units=units,
-                delivery=delivery,
-            )
-        else:
-            self._child(self.metrics.zero_units, model).inc()
+        usage_id = await self.record_usage(
+            billing,
+            grant,
+            units,
+            completed_at=completed_at,
+            model_version=version or _model_version(response),
+            request_id=headers.get("x-request-id"),
+            upstream_s=upstream_s,
+        )
+        if usage_id is not None:
+            out_headers.append((b"x-royalty-usage-id", usage_id.encode()))
         await _respond(send, 200, payload, out_headers)
         return 200
+
+    # -- metering a served inference (HTTP and gRPC) --------------------------------------
+
+    def read_units_body(
+        self, billing: ModelBilling, parse: Callable[[], InferenceBody]
+    ) -> InferenceBody | None:
+        """Triton's answer, parsed when the model is billed by an output tensor."""
+        if not billing.reads_response:
+            return None
+        try:
+            return parse()
+        except InvalidInput as exc:
+            raise self._unreadable(billing, exc) from exc
+
+    def units_of(
+        self, billing: ModelBilling, request: InferenceBody | None, response: InferenceBody | None
+    ) -> int:
+        """The units of a served inference; `UnitsUnreadable` (counted, logged) when Triton's
+        answer does not say them."""
+        try:
+            return billing.units(request, response)
+        except InvalidInput as exc:
+            raise self._unreadable(billing, exc) from exc
+
+    def _unreadable(self, billing: ModelBilling, exc: InvalidInput) -> UnitsUnreadable:
+        self._child(self.metrics.billing_errors, billing.name).inc()
+        log.error(
+            "inference units unreadable; response withheld", model=billing.name, error=str(exc)
+        )
+        return UnitsUnreadable(f"usage of this inference could not be measured: {exc}")
+
+    async def record_usage(
+        self,
+        billing: ModelBilling,
+        grant: LicenseGrant,
+        units: int,
+        *,
+        completed_at: datetime,
+        model_version: str | None,
+        request_id: str | None,
+        upstream_s: float,
+    ) -> str | None:
+        """Make the usage event of one served inference durable, before it is answered; its
+        id, or None when it is worth 0 units (nothing to bill). `UsageNotRecorded` when it
+        could not be made durable: the response must then be withheld."""
+        model = billing.name
+        if units <= 0:
+            self._child(self.metrics.zero_units, model).inc()
+            return None
+        encoded = self.events.encode(
+            Usage(
+                billing=billing,
+                license_id=grant.license_id,
+                units=units,
+                completed_at=completed_at,
+                model_version=model_version,
+                request_id=request_id,
+                latency_ms=int(upstream_s * 1000),
+            )
+        )
+        try:
+            delivery = await self.producer.publish(encoded.key, encoded.value)
+        except MeteringError as exc:
+            log.error("usage event not durable; response withheld", id=encoded.id, error=str(exc))
+            raise UsageNotRecorded(f"usage could not be recorded, retry later: {exc}") from exc
+        self._child(self.metrics.events, model, delivery).inc()
+        # The correlation id from inference to payout: the stream and the settler log the
+        # same usage_id (billed in which epoch, or rejected why).
+        log.debug(
+            "usage metered",
+            usage_id=encoded.id,
+            request_id=request_id,
+            model=model,
+            license_id=grant.license_id,
+            units=units,
+            delivery=delivery,
+        )
+        return encoded.id
 
     async def _forward(
         self, path: str, headers: Mapping[str, str], body: bytes

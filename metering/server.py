@@ -10,6 +10,7 @@ import uvicorn
 from metering.errors import ConfigurationError
 from metering.events import UsageEventFactory
 from metering.gateway import GatewayConfig, MeteringGateway
+from metering.grpc_gateway import GrpcGateway
 from metering.keyfiles import (
     load_key_ring,
     load_license_directory,
@@ -25,7 +26,8 @@ from royalty.logging import configure_logging
 
 
 def build_gateway(settings: Settings) -> MeteringGateway:
-    """The gateway app and its started durable producer (closed at lifespan shutdown)."""
+    """The gateway app and its started durable producer (closed at lifespan shutdown), with
+    its gRPC side when `metering.grpc_port` is set (served from lifespan startup on)."""
     m = settings.metering
     paths = resolve_paths(settings)
     billing = billing_table(m)
@@ -50,7 +52,7 @@ def build_gateway(settings: Settings) -> MeteringGateway:
     )
     metrics = MeteringMetrics()
     producer = build_producer(settings, metrics).start()
-    return MeteringGateway(
+    gateway = MeteringGateway(
         config=GatewayConfig(
             triton_url=settings.triton.http_url,
             max_body_bytes=m.max_body_bytes,
@@ -66,6 +68,18 @@ def build_gateway(settings: Settings) -> MeteringGateway:
         wallet=wallet,
         on_shutdown=producer.close,
     )
+    if m.grpc_port is not None:
+        gateway.companions.append(
+            GrpcGateway(
+                gateway,
+                triton_url=settings.triton.grpc_url,
+                host=m.host,
+                port=m.grpc_port,
+                # A body the HTTP side takes, plus protobuf's framing.
+                max_message_bytes=m.max_body_bytes + 64 * 1024,
+            )
+        )
+    return gateway
 
 
 def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:

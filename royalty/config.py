@@ -298,6 +298,12 @@ class MeteringSettings(ComponentSettings):
     )
     host: str = Field("127.0.0.1", description="Gateway bind address.")
     port: int = Field(8010, gt=0, lt=65536, description="Gateway bind port.")
+    grpc_port: int | None = Field(
+        None,
+        gt=0,
+        lt=65536,
+        description="Gateway KServe v2 gRPC port (proxied to `triton.grpc_url`); unset: no gRPC.",
+    )
     models: dict[str, MeteredModelSettings] = Field(
         default_factory=dict,
         description="Metered Triton models by name (`[metering.models.<name>]` tables; JSON "

@@ -111,6 +111,7 @@ class MeteringNode:
     triton_url: str
     node_id: str = "node-test"
     overrides: dict[str, Any] = field(default_factory=dict)
+    triton_grpc_url: str = "127.0.0.1:8001"
     keys: dict[tuple[int, int], str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -152,7 +153,7 @@ class MeteringNode:
             chain=ChainSettings(),
             kafka=KafkaSettings(bootstrap_servers=self.bootstrap, usage_topic=self.topic),
             analytics=AnalyticsSettings(),
-            triton=TritonSettings(http_url=self.triton_url),
+            triton=TritonSettings(http_url=self.triton_url, grpc_url=self.triton_grpc_url),
             api=ApiSettings(),
             epochs=EpochSettings(),
             metering=MeteringSettings(**self.metering_options()),
@@ -165,6 +166,7 @@ class MeteringNode:
         env["ROYALTY_KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
         env["ROYALTY_KAFKA_USAGE_TOPIC"] = self.topic
         env["ROYALTY_TRITON_HTTP_URL"] = self.triton_url
+        env["ROYALTY_TRITON_GRPC_URL"] = self.triton_grpc_url
         env["ROYALTY_LOG_LEVEL"] = "info"
         for name, value in self.metering_options().items():
             text = json.dumps(value) if isinstance(value, dict | list) else str(value)
