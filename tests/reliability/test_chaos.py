@@ -92,7 +92,13 @@ def _settled_and_verified(url: str, system: System, deadline: float) -> list[int
     try:
         while True:
             with engine.connect() as c:
-                last = c.execute(sa.select(sa.func.max(accruals.c.epoch))).scalar_one()
+                # The newest epoch any accrual belongs to or was billed in (a late accrual is
+                # billed in a later epoch than its own): all of them must be committed.
+                last = c.execute(
+                    sa.select(
+                        sa.func.max(sa.func.coalesce(accruals.c.settled_epoch, accruals.c.epoch))
+                    )
+                ).scalar_one()
                 statuses = {
                     int(i): str(st)
                     for i, st in c.execute(
