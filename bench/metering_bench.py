@@ -3,8 +3,11 @@
 In one run, on loopback: a local Kafka broker and Triton server (deploy.local) start; the same
 load (fixed request count, bounded concurrency, async aiohttp client, `echo-lm` billed by
 tokens) is sent straight to Triton and through the gateway (a separate process, as deployed),
-in interleaved rounds so that background load on the machine hits both alike. Reported per
-target and concurrency: throughput, p50 and p99 latency, and the gateway/direct ratios.
+in interleaved rounds so that background load on the machine hits both alike. The same again
+over KServe v2 gRPC (a `grpc.aio` client sending one pre-encoded ModelInferRequest), direct to
+Triton's gRPC port and through the gateway's (Kafka delivery). Reported per target and
+concurrency: throughput, p50 and p99 latency, and the gateway/direct ratios (gRPC against
+direct gRPC).
 
 Then the durable producer alone: pre-built signed events submitted as fast as possible until
 Kafka (or the spool, in write-ahead mode) has made every one durable, against raw kafka-python
@@ -30,6 +33,7 @@ import json
 import os
 import platform
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -44,8 +48,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import aiohttp  # noqa: E402
+import grpc  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 
 from deploy.local import KafkaBroker, TritonServer  # noqa: E402
 from deploy.local.process import free_port  # noqa: E402
@@ -76,6 +82,13 @@ BODY = json.dumps(
     }
 ).encode()
 
+
+_PROMPT = json.loads(BODY)["inputs"][0]["data"][0].encode()
+GRPC_REQUEST = pb.ModelInferRequest(
+    model_name="echo-lm",
+    inputs=[pb.ModelInferRequest.InferInputTensor(name="prompt", datatype="BYTES", shape=[1, 1])],
+    raw_input_contents=[struct.pack("<I", len(_PROMPT)) + _PROMPT],
+).SerializeToString()
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -152,6 +165,43 @@ async def load(
     }
 
 
+async def load_grpc(
+    address: str, headers: dict[str, str], requests: int, concurrency: int
+) -> dict[str, Any]:
+    """`load` over KServe v2 gRPC: the same prompt as one pre-encoded ModelInferRequest, sent
+    as bytes on one channel (HTTP/2 multiplexes the calls)."""
+    latencies: list[float] = []
+    failures = 0
+    metadata = tuple(headers.items())
+    async with grpc.aio.insecure_channel(address) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        for _ in range(min(50, requests)):
+            await infer(GRPC_REQUEST, metadata=metadata)
+        todo = iter(range(requests))
+
+        async def worker() -> None:
+            nonlocal failures
+            for _ in todo:
+                started = time.perf_counter()
+                try:
+                    await infer(GRPC_REQUEST, metadata=metadata)
+                except grpc.aio.AioRpcError:
+                    failures += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "requests": requests,
+        "failures": failures,
+        "rps": requests / elapsed,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+    }
+
+
 def setup_node(
     root: Path, bootstrap: str, topic: str, triton: TritonServer, delivery: str
 ) -> tuple[dict[str, str], str]:
@@ -171,6 +221,7 @@ def setup_node(
             "ROYALTY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "ROYALTY_KAFKA_USAGE_TOPIC": topic,
             "ROYALTY_TRITON_HTTP_URL": triton.http_url,
+            "ROYALTY_TRITON_GRPC_URL": triton.grpc_url,
             "ROYALTY_METERING_API_KEY_PEPPER": PEPPER,
             "ROYALTY_METERING_DELIVERY": delivery,
             "ROYALTY_METERING_MODELS": json.dumps(
@@ -181,9 +232,13 @@ def setup_node(
     return env, plain
 
 
-def start_gateway(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    """A gateway process, ready to serve."""
+def start_gateway(
+    env: dict[str, str], port: int, log: Path, grpc_port: int | None = None
+) -> subprocess.Popen[bytes]:
+    """A gateway process, ready to serve (gRPC too, on `grpc_port`)."""
     env = {**env, "ROYALTY_METERING_PORT": str(port)}
+    if grpc_port is not None:
+        env["ROYALTY_METERING_GRPC_PORT"] = str(grpc_port)
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "metering.server"], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -321,8 +376,10 @@ def main() -> None:
     triton = TritonServer(root / "triton").start()
     gateways: list[subprocess.Popen[bytes]] = []
     try:
+        # HTTP targets by URL; gRPC ones (names ending in `_grpc`) by address.
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (f"http://{triton.http_url}/v2/models/echo-lm/infer", {}),
+            "direct_grpc": (triton.grpc_url, {}),
         }
         for delivery in ("kafka", "spool"):
             topic = make_topic(kafka.bootstrap_servers, f"usage-{delivery}")
@@ -330,11 +387,14 @@ def main() -> None:
                 root / f"node-{delivery}", kafka.bootstrap_servers, topic, triton, delivery
             )
             port = free_port()
-            gateways.append(start_gateway(env, port, root / f"gateway-{delivery}.log"))
+            grpc_port = free_port() if delivery == "kafka" else None
+            gateways.append(start_gateway(env, port, root / f"gateway-{delivery}.log", grpc_port))
             targets[f"gateway_{delivery}"] = (
                 f"http://127.0.0.1:{port}/v2/models/echo-lm/infer",
                 {"x-api-key": key},
             )
+            if grpc_port is not None:
+                targets[f"gateway_{delivery}_grpc"] = (f"127.0.0.1:{grpc_port}", {"x-api-key": key})
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {t: {} for t in targets}
         triton_pid = triton._process.pid if triton._process is not None else None
         kafka_pid = kafka._process.pid if kafka._process is not None else None
@@ -349,7 +409,8 @@ def main() -> None:
                 for name, (url, headers) in targets.items():
                     before = {k: cpu_seconds(v) for k, v in trees.items()}
                     client_before = os.times()
-                    result = asyncio.run(load(url, headers, count, concurrency))
+                    run = load_grpc if name.endswith("_grpc") else load
+                    result = asyncio.run(run(url, headers, count, concurrency))
                     client_after = os.times()
                     sent = count + min(50, count)  # with the warm-up requests
                     spent = {k: cpu_seconds(v) - before[k] for k, v in trees.items()}
@@ -376,10 +437,11 @@ def main() -> None:
                 }
         ratios: dict[str, Any] = {}
         for name in targets:
-            if name == "direct":
+            if name.startswith("direct"):
                 continue
+            base = "direct_grpc" if name.endswith("_grpc") else "direct"
             for c in map(str, args.concurrency):
-                g, d = summary[name][c], summary["direct"][c]
+                g, d = summary[name][c], summary[base][c]
                 ratios.setdefault(name, {})[c] = {
                     "throughput_ratio": g["rps"] / d["rps"],
                     "added_p50_ms": g["p50_ms"] - d["p50_ms"],

@@ -125,10 +125,10 @@ def _metering(doc: dict[str, Any]) -> list[Figure]:
     out = []
     t = doc["targets"]
     inference = doc["inference"]
-    direct = inference.get("direct", {})
     for path, runs in inference.items():
-        if path == "direct":
+        if path.startswith("direct"):
             continue
+        direct = inference.get("direct_grpc" if path.endswith("_grpc") else "direct", {})
         for concurrency, run in runs.items():
             base = direct.get(concurrency)
             ratio = None if base is None else run["rps"] / base["rps"]
@@ -139,7 +139,7 @@ def _metering(doc: dict[str, Any]) -> list[Figure]:
                     run["rps"],
                     "req/s",
                     None if base is None else base["rps"],
-                    "direct to Triton",
+                    "direct to Triton" + (" (gRPC)" if path.endswith("_grpc") else ""),
                     f">= {t['throughput_ratio_min']}x direct",
                     None if ratio is None else ratio >= t["throughput_ratio_min"],
                 )
