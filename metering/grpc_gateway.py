@@ -9,7 +9,8 @@ producer and metrics (`MeteringGateway`).
   as the bytes the client sent; it is decoded only to read the model, its shapes and the
   outputs it asks for. When Triton answers, the units of the model's billing metric are read
   (from the response's integer output tensor for `tokens`), one usage event is made durable,
-  and only then does the client get Triton's answer, as Triton sent it. Triton's errors
+  and only then does the client get Triton's answer, as Triton sent it, with
+  `x-royalty-usage-id` and `x-royalty-units` in the trailing metadata. Triton's errors
   (status code and message) pass through unchanged and produce no event.
 - `ServerLive`, `ServerReady`, `ServerMetadata`: proxied, no credentials.
 - `ModelReady`, `ModelMetadata`, `ModelConfig`: for metered models (`NOT_FOUND` otherwise);
@@ -234,10 +235,11 @@ class GrpcGateway:
             request_id=request.id or None,
             upstream_s=upstream_s,
         )
-        initial = [("x-royalty-units", str(units))]
+        # In the trailers, sent with the status: initial metadata would cost a send of its own.
+        trailers = [("x-royalty-units", str(units))]
         if usage_id is not None:
-            initial.append(("x-royalty-usage-id", usage_id))
-        await context.send_initial_metadata(initial)
+            trailers.append(("x-royalty-usage-id", usage_id))
+        context.set_trailing_metadata(trailers)
         return answer, model
 
     async def _stream_infer(self, _requests: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -118,6 +119,28 @@ def test_grpc_request_naming_its_outputs(grpc_node: MeteringNode, gateway: Gatew
         assert int(named.as_numpy("tokens").sum()) == 6
     (event,) = consume_events(grpc_node.bootstrap, grpc_node.topic, 1)
     assert (event.data.units, event.data.license_id) == (6, 101)
+
+
+@pytest.mark.kafka
+@pytest.mark.triton
+def test_grpc_usage_id_and_units_in_the_trailing_metadata(
+    grpc_node: MeteringNode, gateway: GatewayThread
+) -> None:
+    request = pb.ModelInferRequest(model_name="echo-lm")
+    request.inputs.add(name="prompt", datatype="BYTES", shape=[1, 1])
+    request.raw_input_contents.append(struct.pack("<I", 5) + b"a b c")
+    address = f"127.0.0.1:{grpc_node.overrides['grpc_port']}"
+    with grpc.insecure_channel(address) as channel:
+        infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+        answer, call = infer.with_call(
+            request.SerializeToString(), metadata=(("x-api-key", grpc_node.key(103)),)
+        )
+    trailers = dict(call.trailing_metadata())
+    assert pb.ModelInferResponse.FromString(answer).model_name == "echo-lm"
+    assert trailers["x-royalty-units"] == "6"
+    (event,) = consume_events(grpc_node.bootstrap, grpc_node.topic, 1)
+    assert trailers["x-royalty-usage-id"] == event.id
+    assert (event.data.license_id, event.data.units) == (103, 6)
 
 
 @pytest.mark.kafka
