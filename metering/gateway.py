@@ -57,7 +57,7 @@ from metering.errors import (
     UsageNotRecorded,
 )
 from metering.events import Usage, UsageEventFactory
-from metering.kserve import InferenceBody
+from metering.kserve import SHARED_MEMORY_REGION, InferenceBody
 from metering.metrics import MeteringMetrics
 from metering.upstream import UpstreamError, UpstreamPool, UpstreamTimeoutError
 from metering.wallet_auth import WalletVerifier, is_wallet_signed
@@ -487,21 +487,29 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 def _parse_request(
     billing: ModelBilling, headers: Mapping[str, str], body: bytes, limit: int
 ) -> InferenceBody | None:
-    """The parsed request when billing needs it, after checking its units will be readable."""
-    if not billing.reads_request:
-        return None
+    """The parsed request when billing needs it, after checking its units will be readable
+    and that it uses no shared memory."""
     header_length = _int_header(headers, "inference-header-content-length")
     encoding = headers.get("content-encoding", "").lower()
     if encoding in ("gzip", "deflate"):
         body = _inflate(body, encoding, limit)
     elif encoding not in ("", "identity"):
-        raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
-    if billing.metric == "tokens":
-        head = body if header_length is None else body[:header_length]
-        # Cheap pre-check: a request that names no outputs gets all of them, the units
-        # tensor included, so there is nothing to check and nothing to parse.
-        if b'"outputs"' not in head:
-            return None
+        if billing.reads_request:
+            raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
+        return None  # nothing Triton can read either: it refuses the request itself
+    head = body if header_length is None else body[:header_length]
+    # Cheap pre-check: only a header that mentions the parameter is parsed for it.
+    if SHARED_MEMORY_REGION.encode() in head:
+        try:
+            InferenceBody.parse(body, header_length).check_no_shared_memory()
+        except InvalidInput as exc:
+            raise InvalidInput(f"malformed inference request: {exc}") from exc
+    if not billing.reads_request:
+        return None
+    # Cheap pre-check: a request that names no outputs gets all of them, the units tensor
+    # included, so there is nothing to check and nothing to parse.
+    if billing.metric == "tokens" and b'"outputs"' not in head:
+        return None
     try:
         request = InferenceBody.parse(body, header_length)
         billing.check_request(request)

@@ -5,7 +5,8 @@ is set; it forwards to `triton.grpc_url` and shares the HTTP side's API keys, bi
 producer and metrics (`MeteringGateway`).
 
 - `ModelInfer`: the API key comes from the call's metadata (`x-api-key: <key>`, or
-  `authorization: Bearer <key>`); the license must cover the model. The request goes to Triton
+  `authorization: Bearer <key>`); the license must cover the model; tensors in shared memory
+  are refused (an output written there would escape the units count). The request goes to Triton
   as the bytes the client sent; it is decoded only to read the model, its shapes and the
   outputs it asks for. When Triton answers, the units of the model's billing metric are read
   (from the response's integer output tensor for `tokens`), one usage event is made durable,
@@ -50,7 +51,7 @@ from metering.errors import (
     UnknownModel,
 )
 from metering.gateway import MeteringGateway
-from metering.kserve import InferenceBody
+from metering.kserve import InferenceBody, refuse_shared_memory
 
 log = structlog.get_logger(__name__)
 
@@ -213,6 +214,9 @@ class GrpcGateway:
             raise InvalidInput(f"malformed ModelInferRequest: {exc}") from exc
         billing = gw.billing.require(request.model_name)
         grant.authorize(billing)
+        refuse_shared_memory(
+            (t.name, t.parameters.keys()) for t in (*request.inputs, *request.outputs)
+        )
         if not gw.producer.has_room(gw._in_flight):
             gw.metrics.refused.inc()
             raise SpoolFull("usage spool full: inference refused until it drains")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,14 @@ class InferenceBody:
             raise InvalidInput(f"input {entry['name']!r} is a scalar: no batch dimension")
         return shape[0]
 
+    def check_no_shared_memory(self) -> None:
+        """`refuse_shared_memory` for this body's inputs and outputs."""
+        for kind in ("inputs", "outputs"):
+            refuse_shared_memory(
+                (str(e["name"]), p if isinstance(p := e.get("parameters"), dict) else ())
+                for e in self.tensors(kind)
+            )
+
     def requested_outputs(self) -> list[str] | None:
         """The outputs a request asks for, or None when it asks for all of them."""
         if "outputs" not in self.header:
@@ -108,6 +116,22 @@ class InferenceBody:
             if size is not None:
                 offset += size
         raise InvalidInput(f"response has no output {output_name!r}")
+
+
+SHARED_MEMORY_REGION = "shared_memory_region"
+"""The tensor parameter that makes Triton read an input from, or write an output to, a
+registered shared-memory region instead of the message."""
+
+
+def refuse_shared_memory(tensors: Iterable[tuple[str, Iterable[str]]]) -> None:
+    """Refuse a request whose tensors (name, parameter names) use shared memory: an output
+    written there never passes through the gateway, so its units could escape metering."""
+    for name, parameters in tensors:
+        if SHARED_MEMORY_REGION in parameters:
+            raise InvalidInput(
+                f"tensor {name!r} uses a shared-memory region: not accepted through the "
+                "metering gateway (send tensor data in the request)"
+            )
 
 
 def _named(entries: Sequence[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:

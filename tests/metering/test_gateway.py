@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import struct
 from collections import Counter
@@ -189,6 +190,39 @@ def test_metadata_requires_a_key_when_configured(node: MeteringNode) -> None:
             == 200
         )
         assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_shared_memory_tensors_are_refused(node: MeteringNode) -> None:
+    """A tensor in shared memory never passes through the gateway, so its units could escape
+    metering: refused before Triton runs anything, whatever the model's metric or encoding."""
+    region = {"shared_memory_region": "r0", "shared_memory_byte_size": 64}
+    echo_key = {"x-api-key": node.key(101)}
+    plain_output = echo_body("a b", outputs=[{"name": "tokens", "parameters": region}])
+    gzipped = gzip.compress(json.dumps(plain_output).encode())
+    with running_gateway(node) as gw, httpx.Client(base_url=gw.url, timeout=30) as client:
+        refused = [
+            client.post("/v2/models/echo-lm/infer", json=plain_output, headers=echo_key),
+            client.post(
+                "/v2/models/echo-lm/infer",
+                content=gzipped,
+                headers={**echo_key, "content-encoding": "gzip"},
+            ),
+            client.post(
+                "/v2/models/doubler/infer",
+                json={"inputs": [{**doubler_body(1)["inputs"][0], "parameters": region}]},
+                headers={"x-api-key": node.key(201)},
+            ),
+        ]
+        # The words alone, in a prompt, are no reason to refuse.
+        innocent = client.post(
+            "/v2/models/echo-lm/infer", json=echo_body("shared_memory_region"), headers=echo_key
+        )
+    for response in refused:
+        assert response.status_code == 400, response.text
+        assert "shared-memory" in response.json()["error"]
+    assert innocent.status_code == 200, innocent.text
+    events = consume_events(node.bootstrap, node.topic, 1, settle_s=2.0)
+    assert [e.id for e in events] == [innocent.headers["x-royalty-usage-id"]]
 
 
 def test_hostile_input_gets_clear_errors_and_no_event(node: MeteringNode) -> None:

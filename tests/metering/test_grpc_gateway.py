@@ -165,6 +165,12 @@ def test_grpc_refusals_make_no_event(grpc_node: MeteringNode, gateway: GatewayTh
         blind = _refused(lambda: client.infer(**_echo("a", outputs=["completion"]), headers=key))
         assert blind.status() == "StatusCode.INVALID_ARGUMENT"
         assert "tokens" in blind.message()
+        # A tensor in shared memory would escape metering: refused before Triton runs it.
+        shm = _echo("a")
+        shm["inputs"][0].set_shared_memory("region", 64)  # type: ignore[index]
+        shared = _refused(lambda: client.infer(**shm, headers=key))
+        assert shared.status() == "StatusCode.INVALID_ARGUMENT"
+        assert "shared-memory" in shared.message()
         # Triton's own error passes through with its code: no such input.
         wrong = grpcclient.InferInput("nope", [1, 1], "BYTES")
         wrong.set_data_from_numpy(np.array([[b"x"]], dtype=np.object_))
