@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime
 from itertools import product
@@ -129,32 +130,28 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[index]
 
 
-async def load(
-    url: str, headers: dict[str, str], requests: int, concurrency: int
+async def closed_loop(
+    one: Callable[[], Awaitable[bool]], requests: int, concurrency: int
 ) -> dict[str, Any]:
-    """`requests` POSTs with at most `concurrency` in flight; throughput and latencies."""
+    """`requests` calls of `one` (True: answered OK) with at most `concurrency` in flight,
+    after up to 50 warm-up calls; throughput and latencies."""
+    for _ in range(min(50, requests)):  # warm connections and caches
+        await one()
     latencies: list[float] = []
     failures = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for _ in range(min(50, requests)):  # warm connections and caches
-            async with session.post(url, data=BODY, headers=headers) as r:
-                await r.read()
-        todo = iter(range(requests))
+    todo = iter(range(requests))
 
-        async def worker() -> None:
-            nonlocal failures
-            for _ in todo:
-                started = time.perf_counter()
-                async with session.post(url, data=BODY, headers=headers) as r:
-                    await r.read()
-                    if r.status != 200:
-                        failures += 1
-                latencies.append(time.perf_counter() - started)
+    async def worker() -> None:
+        nonlocal failures
+        for _ in todo:
+            started = time.perf_counter()
+            if not await one():
+                failures += 1
+            latencies.append(time.perf_counter() - started)
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
     latencies.sort()
     return {
         "requests": requests,
@@ -163,43 +160,40 @@ async def load(
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,
     }
+
+
+async def load(
+    url: str, headers: dict[str, str], requests: int, concurrency: int
+) -> dict[str, Any]:
+    """`closed_loop` of KServe v2 HTTP POSTs of the same body."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> bool:
+            async with session.post(url, data=BODY, headers=headers) as r:
+                await r.read()
+                return r.status == 200
+
+        return await closed_loop(one, requests, concurrency)
 
 
 async def load_grpc(
     address: str, headers: dict[str, str], requests: int, concurrency: int
 ) -> dict[str, Any]:
-    """`load` over KServe v2 gRPC: the same prompt as one pre-encoded ModelInferRequest, sent
-    as bytes on one channel (HTTP/2 multiplexes the calls)."""
-    latencies: list[float] = []
-    failures = 0
+    """`closed_loop` over KServe v2 gRPC: the same prompt as one pre-encoded ModelInferRequest,
+    sent as bytes on one channel (HTTP/2 multiplexes the calls)."""
     metadata = tuple(headers.items())
     async with grpc.aio.insecure_channel(address) as channel:
         infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
-        for _ in range(min(50, requests)):
-            await infer(GRPC_REQUEST, metadata=metadata)
-        todo = iter(range(requests))
 
-        async def worker() -> None:
-            nonlocal failures
-            for _ in todo:
-                started = time.perf_counter()
-                try:
-                    await infer(GRPC_REQUEST, metadata=metadata)
-                except grpc.aio.AioRpcError:
-                    failures += 1
-                latencies.append(time.perf_counter() - started)
+        async def one() -> bool:
+            try:
+                await infer(GRPC_REQUEST, metadata=metadata)
+            except grpc.aio.AioRpcError:
+                return False
+            return True
 
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    latencies.sort()
-    return {
-        "requests": requests,
-        "failures": failures,
-        "rps": requests / elapsed,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-    }
+        return await closed_loop(one, requests, concurrency)
 
 
 def setup_node(

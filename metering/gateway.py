@@ -304,7 +304,7 @@ class MeteringGateway:
             grant,
             units,
             completed_at=completed_at,
-            model_version=version or _model_version(response),
+            model_version=version or model_version_of(response),
             request_id=headers.get("x-request-id"),
             upstream_s=upstream_s,
         )
@@ -415,19 +415,29 @@ class MeteringGateway:
                 raise _Reply(404, str(exc)) from exc
         else:
             billing = None
-        if self.config.auth_metadata:
-            headers = _headers(scope)
-            key = api_key_from_headers(headers)
-            try:
-                if key is None:
-                    raise AuthenticationFailed("missing credentials")
-                grant = self.api_keys().authenticate(key)
-                if billing is not None:
-                    grant.authorize(billing)
-            except MeteringError as exc:
-                self._child(self.metrics.auth_failures, str(_error_status(exc))).inc()
-                raise _Reply(_error_status(exc), str(exc)) from exc
+        try:
+            self.check_metadata_access(_headers(scope), billing)
+        except MeteringError as exc:
+            raise _Reply(_error_status(exc), str(exc)) from exc
         await self._proxy_get(send, path, "metadata")
+
+    def check_metadata_access(
+        self, headers: Mapping[str, str], billing: ModelBilling | None
+    ) -> None:
+        """With `auth_metadata`, a metadata request needs a valid key (for `billing`'s model,
+        when model-scoped); refusals are counted and raised (HTTP and gRPC)."""
+        if not self.config.auth_metadata:
+            return
+        key = api_key_from_headers(headers)
+        try:
+            if key is None:
+                raise AuthenticationFailed("missing credentials")
+            grant = self.api_keys().authenticate(key)
+            if billing is not None:
+                grant.authorize(billing)
+        except MeteringError as exc:
+            self._child(self.metrics.auth_failures, str(_error_status(exc))).inc()
+            raise
 
     async def _proxy_get(self, send: Send, path: str, route: str) -> None:
         try:
@@ -457,7 +467,8 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
         raise InvalidInput(f"{name} must be an integer") from exc
 
 
-def _model_version(response: InferenceBody | None) -> str | None:
+def model_version_of(response: InferenceBody | None) -> str | None:
+    """The model version Triton's answer names, if any (HTTP and gRPC)."""
     version = response.header.get("model_version") if response is not None else None
     return version if isinstance(version, str) else None
 
@@ -498,26 +509,24 @@ def _parse_request(
             raise InvalidInput(f"unsupported Content-Encoding {encoding!r}")
         return None  # nothing Triton can read either: it refuses the request itself
     head = body if header_length is None else body[:header_length]
-    # Cheap pre-check: only a header that mentions the parameter is parsed for it.
-    if SHARED_MEMORY_REGION.encode() in head:
-        try:
-            InferenceBody.parse(body, header_length).check_no_shared_memory()
-        except InvalidInput as exc:
-            raise InvalidInput(f"malformed inference request: {exc}") from exc
-    if not billing.reads_request:
-        return None
-    # Cheap pre-check: a request that names no outputs gets all of them, the units tensor
-    # included, so there is nothing to check and nothing to parse.
-    if billing.metric == "tokens" and b'"outputs"' not in head:
+    # Cheap pre-checks on the bytes, so that most requests are not parsed at all: only a
+    # header that mentions the parameter is checked for shared memory, and a `tokens` request
+    # that names no outputs gets all of them, the units tensor included.
+    shared_memory = SHARED_MEMORY_REGION.encode() in head
+    billed = billing.reads_request and not (billing.metric == "tokens" and b'"outputs"' not in head)
+    if not (shared_memory or billed):
         return None
     try:
         request = InferenceBody.parse(body, header_length)
-        billing.check_request(request)
+        if shared_memory:
+            request.check_no_shared_memory()
+        if billed:
+            billing.check_request(request)
     except BillingError:
         raise
     except InvalidInput as exc:
         raise InvalidInput(f"malformed inference request: {exc}") from exc
-    return request
+    return request if billed else None
 
 
 def _inflate(body: bytes, encoding: str, limit: int) -> bytes:

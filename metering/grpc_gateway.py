@@ -48,9 +48,8 @@ from metering.errors import (
     InvalidInput,
     MeteringError,
     SpoolFull,
-    UnknownModel,
 )
-from metering.gateway import MeteringGateway
+from metering.gateway import MeteringGateway, model_version_of
 from metering.kserve import InferenceBody, refuse_shared_memory
 
 log = structlog.get_logger(__name__)
@@ -235,7 +234,7 @@ class GrpcGateway:
             grant,
             units,
             completed_at=completed_at,
-            model_version=request.model_version or _model_version(response),
+            model_version=request.model_version or model_version_of(response),
             request_id=request.id or None,
             upstream_s=upstream_s,
         )
@@ -283,19 +282,8 @@ class GrpcGateway:
             request = request_type.FromString(raw)
         except DecodeError as exc:
             raise InvalidInput(f"malformed request: {exc}") from exc
-        try:
-            billing = gw.billing.require(request.name)
-        except UnknownModel as exc:
-            raise _Abort(grpc.StatusCode.NOT_FOUND, str(exc)) from exc
-        if gw.config.auth_metadata:
-            key = api_key_from_headers(_metadata(context))
-            try:
-                if key is None:
-                    raise AuthenticationFailed("missing credentials")
-                gw.api_keys().authenticate(key).authorize(billing)
-            except MeteringError as exc:
-                gw._child(gw.metrics.auth_failures, str(getattr(exc, "status", 0))).inc()
-                raise
+        # An unknown model is `NOT_FOUND` (404), like any domain error, by `grpc_code`.
+        gw.check_metadata_access(_metadata(context), gw.billing.require(request.name))
 
     def _refuse(self, name: str) -> Handler:
         async def refuse(_raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -374,11 +362,7 @@ def _response_body(answer: bytes) -> InferenceBody:
         elif tensor.datatype in _CONTENTS and tensor.HasField("contents"):
             entry["data"] = list(getattr(tensor.contents, _CONTENTS[tensor.datatype]))
         outputs.append(entry)
-    return InferenceBody(
-        {"outputs": outputs, "model_version": response.model_version}, b"".join(raw)
-    )
-
-
-def _model_version(response: InferenceBody | None) -> str | None:
-    version = response.header.get("model_version") if response is not None else None
-    return version if isinstance(version, str) and version else None
+    header: dict[str, Any] = {"outputs": outputs}
+    if response.model_version:
+        header["model_version"] = response.model_version
+    return InferenceBody(header, b"".join(raw))
