@@ -163,6 +163,34 @@ class CommitWatch:
         self.engine.dispose()
 
 
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(root: int | None) -> float:
+    """CPU seconds (user + system) used so far by process `root` and its descendants, the
+    exited ones its processes have reaped included; 0 without `/proc`."""
+    if root is None:
+        return 0.0
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        times[pid] = sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total * _TICK_S
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -242,9 +270,13 @@ def bench_worker(
     servers: str,
     usage_topic: str,
     work: Path,
+    services: dict[str, int | None],
 ) -> dict[str, Any]:
     """Drain the backlog of `n` with one worker process, then measure latency at a paced load
-    (`latency_rate`, by default: half the rate it drained the backlog at)."""
+    (`latency_rate`, by default: half the rate it drained the backlog at).
+
+    Also the CPU time per event of the worker and of each of `services` (name: root pid)
+    while it drained: unlike the rate, it hardly moves with what else the machine runs."""
     watch = CommitWatch(url).start()
     log_file = (work / f"{engine_name}.log").open("ab")
     started = time.monotonic()
@@ -252,8 +284,13 @@ def bench_worker(
     try:
         watch.wait(1, 300, process)
         first = time.monotonic()
+        roots = {"worker": process.pid, **services}
+        cpu_first = {name: tree_cpu_s(pid) for name, pid in roots.items()}
         watch.wait(n, 1_800, process)
         result = rate(n, started, first, time.monotonic())
+        result["cpu_us_per_event"] = {
+            name: (tree_cpu_s(pid) - cpu_first[name]) / n * 1e6 for name, pid in roots.items()
+        }
         if latency_rate is None:  # half the sustained rate: a load it keeps up with
             latency_rate = max(1.0, (result["events_per_s"] or 2.0) / 2)
         models = [str(json.loads(m)["data"]["model_id"]).encode() for m in latency_messages]
@@ -396,6 +433,7 @@ def main() -> None:
                 servers,
                 topics.usage,
                 work,
+                {"postgres": postgres.pid, "kafka": broker.pid},
             )
             results[engine_name]["events"] = drained
             drained += m
@@ -496,6 +534,8 @@ def write_results(
             "postgres": "local cluster, durable defaults (fsync on, synchronous_commit on)",
             "rate": "events / (last commit - first commit); seconds_from_start adds startup",
             "latency": "accrual row first seen committed (10 ms polls) - handed to the producer",
+            "cpu_us_per_event": "CPU time (user + system) of the worker, and of the PostgreSQL "
+            "and Kafka servers, while the worker drained the backlog, per event drained",
         },
         "figures": figures,
         "results": results,
@@ -506,14 +546,17 @@ def write_results(
     print(f"{args.events} events ({args.algorithm}), batches of {args.batch}:")
     print(
         f"{'engine':<22}{'seconds':>10}{'from start':>12}{'events/s':>12}{'p50 s':>9}{'p99 s':>9}"
+        "   CPU us/event: worker, postgres, kafka"
     )
     for name, r in results.items():
         latency = r.get("latency") or {}
         p50 = f"{latency['p50_s']:>9.3f}" if latency else f"{'':>9}"
         p99 = f"{latency['p99_s']:>9.3f}" if latency else f"{'':>9}"
+        cpu = r.get("cpu_us_per_event")
         print(
             f"{name:<22}{r['seconds']:>10.2f}{r['seconds_from_start']:>12.2f}"
             f"{r['events_per_s'] or 0:>12.0f}{p50}{p99}"
+            + (f"   {cpu['worker']:.0f}, {cpu['postgres']:.0f}, {cpu['kafka']:.0f}" if cpu else "")
         )
 
 

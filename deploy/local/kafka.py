@@ -73,6 +73,11 @@ class KafkaBroker:
     startup_seconds: float = 0.0
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (the root of its process tree)."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.port}"
 

@@ -53,6 +53,11 @@ class Postgres:
     _private_dir: Path | None = None
     startup_seconds: float = 0.0
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (the root of its process tree)."""
+        return self._process.pid if self._process is not None else None
+
     def url(self, database: str = "postgres", driver: str = "postgresql+psycopg") -> str:
         """SQLAlchemy URL of a database on this server."""
         return f"{driver}://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
