@@ -292,3 +292,26 @@ def test_bulk_inserts_keep_order_and_ignore_repeats(migrated_url: str) -> None:
         assert row.payload == encode_usage_event(e).decode()
         assert (row.event_time, row.units, row.model_id) == (e.unix_time, 5, 1)
         assert row.received_at.astimezone(UTC) == received
+
+
+def test_decided_finds_exactly_the_stored_ids(migrated_url: str) -> None:
+    """The dedupe lookup (one array parameter on PostgreSQL, IN lists elsewhere) answers the
+    stored subset of any id list: repeats, odd characters, an empty list, a large batch."""
+    key = SigningKey.generate("hmac-sha256", prefix="n")
+    events = [UsageEvent.model_validate_json(_signed(key, i, T0 + i)) for i in range(40)]
+    received = datetime(2024, 5, 1, tzinfo=UTC)
+    engine = create_engine(migrated_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            SqlAlchemyAccrualStore(connection).add_usage([(e, received) for e in events[::2]])
+        stored = {e.id for e in events[::2]}
+        odd = ["", "'; drop table usage_events; --", 'quote"d', "{a,b}", "NULL", "é\u2028x"]
+        many = [f"absent:{i}" for i in range(25_000)]
+        with engine.connect() as connection:
+            store = SqlAlchemyAccrualStore(connection)
+            assert store.decided([]) == set()
+            assert store.decided([e.id for e in events] * 2) == stored
+            assert store.decided(odd) == set()
+            assert store.decided([*many, *stored, *odd]) == stored
+    finally:
+        engine.dispose()
