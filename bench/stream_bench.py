@@ -486,6 +486,22 @@ def write_results(
                 "met": value is not None and value >= target,
             }
         )
+        cpu = r.get("cpu_us_per_event")
+        if cpu:
+            figures.append(
+                {
+                    "figure": f"stream join, one {name} worker ({signed}), CPU per event drained:"
+                    f" the worker (PostgreSQL {cpu['postgres']:.0f} us, Kafka {cpu['kafka']:.0f}"
+                    " us)",
+                    "value": cpu["worker"],
+                    "unit": "us",
+                    "baseline": None,
+                    "baseline_name": "",
+                    "target": "reference: 2 cores give at most 200 us of CPU per event at "
+                    f"{TARGET_EVENTS_PER_S} events/s",
+                    "met": None,
+                }
+            )
         latency = r.get("latency")
         if latency:
             figures.append(
