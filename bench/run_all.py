@@ -160,7 +160,8 @@ def _metering(doc: dict[str, Any]) -> list[Figure]:
                 )
     producer = doc.get("producer") or {}
     for key, how in (
-        ("durable_kafka_per_s", "one call per event, as the gateway"),
+        ("durable_kafka_publish_per_s", "one call per event from the event loop, as the gateway"),
+        ("durable_kafka_per_s", "one call per event from a thread (`submit`)"),
         ("durable_kafka_batched_per_s", "batches of 1,000, as the HTTP ingest"),
     ):
         rate = producer.get(key)

@@ -31,9 +31,11 @@ order).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Literal, Protocol, cast
@@ -138,6 +140,68 @@ class _Single(_Pending):
         self.future.set_exception(error)
 
 
+class _LoopAnswers:
+    """Answers for the asyncio futures of one event loop, handed over from other threads in
+    bulk: one wake-up of the loop for all the answers that arrive together (kafka-python
+    answers a whole batch of records at once), instead of a `concurrent.futures.Future`, a
+    `wrap_future` and a wake-up per event."""
+
+    __slots__ = ("_items", "_lock", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weakly: the producer keeps one of these per loop, and must not keep the loop alive.
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Future[Delivery], Delivery | None, BaseException | None]]
+        self._items = []
+
+    def put(
+        self,
+        waiter: asyncio.Future[Delivery],
+        delivery: Delivery | None,
+        error: BaseException | None,
+    ) -> None:
+        """Settle `waiter` on its loop, from any thread."""
+        with self._lock:
+            first = not self._items
+            self._items.append((waiter, delivery, error))
+        loop = self._loop()
+        if first and loop is not None:
+            # A closed loop raises: nobody waits on it any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._settle)
+
+    def _settle(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+        for waiter, delivery, error in items:
+            if waiter.done():  # the caller was cancelled
+                continue
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(cast(Delivery, delivery))
+
+
+class _Awaited(_Pending):
+    """An event `publish` sent: its caller awaits an asyncio future."""
+
+    __slots__ = ("answers", "waiter")
+
+    def __init__(
+        self, key: bytes, value: bytes, answers: _LoopAnswers, waiter: asyncio.Future[Delivery]
+    ) -> None:
+        super().__init__(key, value)
+        self.answers = answers
+        self.waiter = waiter
+
+    def ok(self, delivery: Delivery) -> None:
+        self.answers.put(self.waiter, delivery, None)
+
+    def fail(self, error: BaseException) -> None:
+        self.answers.put(self.waiter, None, error)
+
+
 class _Group:
     """The events of one `submit_many` call: one future for them all."""
 
@@ -208,6 +272,9 @@ class DurableProducer:
         self._spooling = True
         self._unspooled = 0  # events handed to the writer, not yet appended
         self._inline = 0  # events `publish` sent straight to Kafka, not yet answered
+        # Where `publish` answers its callers, per event loop (weakly: a loop that ends goes).
+        self._answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopAnswers]
+        self._answers = weakref.WeakKeyDictionary()
         self._writes: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._direct: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -313,8 +380,12 @@ class DurableProducer:
         """`submit` for asyncio callers: returns once the event is durable. While events go
         straight to Kafka, this one is sent from the caller's thread (see the module's
         docstring)."""
-        future: Future[Delivery] = Future()
-        pending = _Single(key, value, future)
+        loop = asyncio.get_running_loop()
+        answers = self._answers.get(loop)
+        if answers is None:
+            answers = self._answers.setdefault(loop, _LoopAnswers(loop))
+        waiter: asyncio.Future[Delivery] = loop.create_future()
+        pending = _Awaited(key, value, answers, waiter)
         with self._lock:
             inline = self._accepting and not self._spooling
             if inline:
@@ -323,7 +394,7 @@ class DurableProducer:
             self.publisher.send_one(key, value, lambda acked: self._answered(pending, acked))
         else:
             self._enqueue([pending])
-        return await asyncio.wrap_future(future)
+        return await waiter
 
     def _answered(self, pending: _Pending, acked: bool) -> None:
         """Kafka's answer for an event `publish` sent: acked, or to the spool with every

@@ -292,3 +292,70 @@ def test_close_waits_for_what_publish_sent(tmp_path: Path) -> None:
     assert asyncio.run(publish_and_close()) == "spool"
     reopened = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
     assert [r.value for r in reopened.read(reopened.cursor, 10)] == [b"x"]
+
+
+class BatchKafka(ScriptedKafka):
+    """Holds `send_one` answers and gives them all at once from another thread, as
+    kafka-python answers the records of one produce response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[bytes, bytes, Callable[[bool], None]]] = []
+
+    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
+        with self.lock:
+            self.held.append((key, value, done))
+
+    def answer_all(self) -> None:
+        with self.lock:
+            held, self.held = self.held, []
+        for key, value, done in held:
+            done(self.send_batch([(key, value)], 1.0) == 1)
+
+
+def test_publish_answers_from_another_thread_reach_each_caller(tmp_path: Path) -> None:
+    """Answers given together from Kafka's thread settle every waiting caller; a caller that
+    was cancelled meanwhile is skipped without disturbing the others (its event is durable
+    all the same)."""
+    kafka = BatchKafka()
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, delivery_timeout_s=2).start()
+    _wait(lambda: not p.spooling)
+
+    async def scenario() -> list[str]:
+        calls = [asyncio.ensure_future(p.publish(b"1", f"{i}".encode())) for i in range(200)]
+        await asyncio.sleep(0.05)
+        calls[7].cancel()
+        answering = threading.Thread(target=kafka.answer_all)
+        answering.start()
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        answering.join()
+        assert isinstance(results[7], asyncio.CancelledError)
+        return [r for i, r in enumerate(results) if i != 7]  # type: ignore[misc]
+
+    try:
+        assert asyncio.run(scenario()) == ["kafka"] * 199
+        assert kafka.published == [f"{i}".encode() for i in range(200)]
+    finally:
+        p.close(timeout_s=2, drain_s=0)
+
+
+def test_publish_from_two_event_loops(producer: DurableProducer, kafka: ScriptedKafka) -> None:
+    """Each caller's loop gets its own answers, loops in two threads at once included."""
+    _wait(lambda: not producer.spooling)
+
+    def run_loop(tag: str, out: dict[str, list[str]]) -> None:
+        async def publish() -> list[str]:
+            values = [f"{tag}{i}".encode() for i in range(100)]
+            return list(await asyncio.gather(*(producer.publish(b"1", v) for v in values)))
+
+        out[tag] = asyncio.run(publish())
+
+    out: dict[str, list[str]] = {}
+    threads = [threading.Thread(target=run_loop, args=(tag, out)) for tag in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert out == {"a": ["kafka"] * 100, "b": ["kafka"] * 100}
+    assert sorted(kafka.published) == sorted(f"{t}{i}".encode() for t in "ab" for i in range(100))
