@@ -19,14 +19,14 @@ Threads: the caller's (`submit` only queues), one direct sender (group commit to
 sends whatever queued up meanwhile as one batch and waits for its acks), one spool writer
 (group commit: one fsync per batch), one replayer. `publish` (asyncio callers: the gateway)
 instead sends from the caller's thread while events go straight to Kafka, and kafka-python's
-callback answers it: two thread hand-offs fewer per event, so less CPU per inference when
-the gateway is busy. Those answers reach the callers as asyncio futures settled in bulk on
-their event loop: one wake-up of the loop per produce response, not one per event. kafka-python's `send()` does not block while its 32 MiB buffer has room
-(tens of seconds of a busy gateway's events; records leave it at the delivery timeout). Such
-events are sent without waiting for the ones before, so when one fails, others sent before the
-failure was known may still be acked after it: the spool then holds an event older than one
-Kafka has (consumers order by event time and remove duplicates by id; none relies on arrival
-order).
+callback answers it: two thread hand-offs fewer per event, so less CPU per inference when the
+gateway is busy. Those answers reach the callers as asyncio futures settled in bulk on their
+event loop: one wake-up of the loop per produce response, not one per event. kafka-python's
+`send()` does not block while its 32 MiB buffer has room (tens of seconds of a busy gateway's
+events; records leave it at the delivery timeout). Such events are sent without waiting for the
+ones before, so when one fails, others sent before the failure was known may still be acked
+after it: the spool then holds an event older than one Kafka has (consumers order by event time
+and remove duplicates by id; none relies on arrival order).
 """
 
 from __future__ import annotations
