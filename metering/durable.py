@@ -166,8 +166,7 @@ class _LoopAnswers:
         with self._lock:
             first = not self._items
             self._items.append((waiter, delivery, error))
-        loop = self._loop()
-        if first and loop is not None:
+        if first and (loop := self._loop()) is not None:
             # A closed loop raises: nobody waits on it any more.
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._settle)

@@ -48,9 +48,9 @@ _USAGE_COLUMNS = (
 )
 _ACCRUAL_COLUMNS = ACCRUAL_ROW_COLUMNS
 
-# Bound parameters per IN (...) lookup: SQLite allows 32766 variables, PostgreSQL 65535; stay
-# well below, while a whole batch usually takes one query.
-_LOOKUP_CHUNK = {"sqlite": 10_000, "postgresql": 20_000}
+# Ids per dedupe lookup, a whole batch usually in one query. SQLite binds one parameter per id
+# (it allows 32766 variables: stay well below); PostgreSQL takes them as one array parameter.
+_LOOKUP_CHUNK = {"sqlite": 10_000, "postgresql": 50_000}
 
 
 @dataclass(frozen=True)
@@ -79,8 +79,6 @@ class JoinPosition:
 _DECIDED_ANY = sa.select(_usage.c.usage_id).where(
     _usage.c.usage_id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(sa.String)))
 )
-_ANY_CHUNK = 50_000
-"""Ids per `= ANY(:ids)` lookup: one query for any batch the workers take."""
 
 
 def _insert(connection: Connection) -> Any:
@@ -113,16 +111,14 @@ class SqlAlchemyAccrualStore:
         PostgreSQL gets the ids as ONE array parameter (`= ANY(:ids)`): a statement compiled
         once, instead of one bound parameter per id to render and parse for every batch."""
         found: set[str] = set()
-        ids = sorted(set(usage_ids))
-        if self.connection.dialect.name == "postgresql":
-            for chunk in _chunks(ids, _ANY_CHUNK):
-                found.update(
-                    row[0] for row in self.connection.execute(_DECIDED_ANY, {"ids": chunk})
+        as_array = self.connection.dialect.name == "postgresql"
+        for chunk in _chunks(sorted(set(usage_ids)), self._lookup_chunk):
+            rows = (
+                self.connection.execute(_DECIDED_ANY, {"ids": chunk})
+                if as_array
+                else self.connection.execute(
+                    sa.select(_usage.c.usage_id).where(_usage.c.usage_id.in_(chunk))
                 )
-            return found
-        for chunk in _chunks(ids, self._lookup_chunk):
-            rows = self.connection.execute(
-                sa.select(_usage.c.usage_id).where(_usage.c.usage_id.in_(chunk))
             )
             found.update(row[0] for row in rows)
         return found
