@@ -14,12 +14,15 @@ NOTHING` (PostgreSQL).
 
 from __future__ import annotations
 
+import select
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg import pq
 from psycopg import sql as psql
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -90,18 +93,39 @@ def _insert(connection: Connection) -> Any:
     raise NotImplementedError(f"no idempotent insert for {connection.dialect.name}")
 
 
+def _error(message: str, sqlstate: str) -> psycopg.Error:
+    """The psycopg exception of SQLSTATE `sqlstate` (a plain `DatabaseError` when unknown)."""
+    try:
+        return psycopg.errors.lookup(sqlstate)(message)
+    except KeyError:
+        return psycopg.DatabaseError(message)
+
+
 def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
 class SqlAlchemyAccrualStore:
-    """The join's tables through the caller's connection (the caller owns the transaction)."""
+    """The join's tables through the caller's connection (the caller owns the transaction).
 
-    def __init__(self, connection: Connection) -> None:
+    `defer_inserts` (PostgreSQL; ignored elsewhere): the usage and accrual rows are copied into
+    their staging tables at once, but the statements that insert them into the tables (the
+    bulk of the database's work: the indexes) wait for `send_deferred`, which starts them on
+    the server without waiting, and `finish_deferred`, which waits for them and raises what
+    they raised. In between the caller may work (read the next input) while the server
+    writes; nothing may use the connection until `finish_deferred` has returned, and the
+    transaction must not be committed before it."""
+
+    def __init__(self, connection: Connection, *, defer_inserts: bool = False) -> None:
         self.connection = connection
         self._insert = _insert(connection)
         self._lookup_chunk = _LOOKUP_CHUNK.get(connection.dialect.name, 500)
+        self._defer = defer_inserts and connection.dialect.name == "postgresql"
+        self._deferred: list[psql.Composable] = []
+        self._staged: dict[str, int] = {}
+        """Rows staged so far per table for the deferred inserts."""
+        self._running: psycopg.Connection[Any] | None = None
 
     # --- dedupe --------------------------------------------------------------------------------
 
@@ -171,7 +195,9 @@ class SqlAlchemyAccrualStore:
 
         PostgreSQL: the rows are COPYed into a transaction-scoped temporary table and inserted
         from it in one statement (COPY has no ON CONFLICT of its own), instead of one bound
-        execution per row. Other databases: one executemany."""
+        execution per row. Deferred inserts stage all the rows of a table first (several
+        partitions' batches, say) and insert them with one statement. Other databases: one
+        executemany."""
         if self.connection.dialect.name != "postgresql":
             insert = self._insert(table).on_conflict_do_nothing(
                 index_elements=[conflict.strip("()")] if conflict else None
@@ -184,23 +210,74 @@ class SqlAlchemyAccrualStore:
         on_conflict = psql.SQL(conflict)  # one of this module's constants, never input
         driver = self.connection.connection.driver_connection
         assert driver is not None
+        staged = self._staged.get(table.name)
         with driver.cursor() as cursor:
-            cursor.execute(
-                psql.SQL(
-                    "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-                    "SELECT {}, 0::bigint AS _n FROM {} WITH NO DATA"
-                ).format(staging, names, target)
-            )
-            cursor.execute(psql.SQL("TRUNCATE {}").format(staging))
+            if staged is None:
+                cursor.execute(
+                    psql.SQL(
+                        "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                        "SELECT {}, 0::bigint AS _n FROM {} WITH NO DATA"
+                    ).format(staging, names, target)
+                )
+                cursor.execute(psql.SQL("TRUNCATE {}").format(staging))
+            first = staged or 0
             copy_sql = psql.SQL("COPY {} ({}, _n) FROM STDIN").format(staging, names)
             with cursor.copy(copy_sql) as copy:
-                for n, row in enumerate(rows):
+                for n, row in enumerate(rows, start=first):
                     copy.write_row((*row, n))
-            cursor.execute(
-                psql.SQL(
-                    "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY _n ON CONFLICT {} DO NOTHING"
-                ).format(target, names, names, staging, on_conflict)
-            )
+            insert = psql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM {} ORDER BY _n ON CONFLICT {} DO NOTHING"
+            ).format(target, names, names, staging, on_conflict)
+            if not self._defer:
+                cursor.execute(insert)
+                return
+            # The staged rows wait for `send_deferred`: the next batch of this table goes
+            # after them, and the one statement inserts them all.
+            self._staged[table.name] = first + len(rows)
+            if staged is None:
+                self._deferred.append(insert)
+
+    def send_deferred(self) -> None:
+        """Start the deferred inserts on the server, in the order they were made, as one query
+        without waiting for it (nothing to do when none is deferred)."""
+        if not self._deferred:
+            return
+        if self._running is not None:
+            raise RuntimeError("the previous deferred inserts are still running")
+        driver = self.connection.connection.driver_connection
+        assert isinstance(driver, psycopg.Connection)
+        query = psql.SQL("; ").join(self._deferred).as_bytes(driver)
+        self._deferred = []
+        self._staged.clear()
+        pgconn = driver.pgconn
+        pgconn.send_query(query)
+        while pgconn.flush():  # psycopg keeps its connections non-blocking: send it all
+            select.select([], [pgconn.socket], [])
+        self._running = driver
+
+    def finish_deferred(self) -> None:
+        """Wait until the inserts started by `send_deferred` are done; raise the database's
+        error when one failed (the transaction is then aborted: roll it back)."""
+        if self._deferred:
+            raise RuntimeError("deferred inserts were never sent")
+        driver, self._running = self._running, None
+        if driver is None:
+            return
+        pgconn = driver.pgconn
+        failure: psycopg.Error | None = None
+        while True:
+            while pgconn.is_busy():
+                select.select([pgconn.socket], [], [])
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+                message = (result.error_message or b"").decode("utf-8", "replace").strip()
+                sqlstate = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+                failure = _error(message, sqlstate)
+        if failure is not None:
+            raise failure
 
     def add_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Append dead letters (exactly once per consumed message, by the checkpoint)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 from sqlalchemy.pool import NullPool
 
 from metering.signing import KeyRing, Signer, SigningKey
+from schemas import migrate
 from schemas.accrual import Accrual
 from schemas.chain import ChainPosition
 from schemas.engine import create_engine
@@ -315,3 +317,61 @@ def test_decided_finds_exactly_the_stored_ids(migrated_url: str) -> None:
             assert store.decided([*many, *stored, *odd]) == stored
     finally:
         engine.dispose()
+
+
+def test_deferred_inserts_take_every_batch_staged_before_them(migrated_url: str) -> None:
+    """Deferred inserts (PostgreSQL; done at once elsewhere): the batches of several partitions
+    staged in one transaction are all inserted, in their order, by `send_deferred` and
+    `finish_deferred`, and nothing of them is in the tables before."""
+    key = SigningKey.generate("hmac-sha256", prefix="n")
+    events = [UsageEvent.model_validate_json(_signed(key, i, T0 + i)) for i in range(60)]
+    received = datetime(2024, 5, 1, tzinfo=UTC)
+    accruals = [Accrual(**_fields(usage_id=e.id, event_time=T0 + i)) for i, e in enumerate(events)]
+    engine = create_engine(migrated_url, poolclass=NullPool)
+    deferring = engine.dialect.name == "postgresql"
+    try:
+        with engine.begin() as connection:
+            store = SqlAlchemyAccrualStore(connection, defer_inserts=True)
+            for part in (slice(0, 25), slice(25, 26), slice(26, 60)):  # three partitions
+                store.add_usage([(e, received) for e in events[part]])
+                store.add_accruals(accruals[part])
+            count = sa.select(sa.func.count()).select_from(metadata.tables["accruals"])
+            assert connection.execute(count).scalar() == (0 if deferring else 60)
+            store.send_deferred()
+            store.finish_deferred()
+            assert connection.execute(count).scalar() == 60
+        with engine.connect() as connection:
+            assert SqlAlchemyAccrualStore(connection).accruals() == accruals
+    finally:
+        engine.dispose()
+    assert sorted(row.usage_id for row in _store_rows(migrated_url, "usage_events")) == sorted(
+        e.id for e in events
+    )
+
+
+def test_a_failed_deferred_insert_is_raised_and_nothing_commits(pg_url: str) -> None:
+    """A deferred insert the database refuses raises its SQLSTATE's error at `finish_deferred`;
+    the transaction rolls back with everything staged in it, and the connection stays usable."""
+    migrate.upgrade(pg_url)
+    key = SigningKey.generate("hmac-sha256", prefix="n")
+    events = [UsageEvent.model_validate_json(_signed(key, i, T0 + i)) for i in range(10)]
+    received = datetime(2024, 5, 1, tzinfo=UTC)
+    accruals = [Accrual(**_fields(usage_id=e.id, units=5)) for e in events]
+    engine = create_engine(pg_url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE accruals ADD CONSTRAINT few CHECK (units < 5)"))
+        with engine.connect() as connection:
+            transaction = connection.begin()
+            store = SqlAlchemyAccrualStore(connection, defer_inserts=True)
+            store.add_usage([(e, received) for e in events])
+            store.add_accruals(accruals)
+            store.send_deferred()
+            with pytest.raises(psycopg.errors.CheckViolation, match="few"):
+                store.finish_deferred()
+            transaction.rollback()
+            assert connection.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
+    assert _store_rows(pg_url, "usage_events") == []
+    assert _store_rows(pg_url, "accruals") == []
