@@ -34,6 +34,18 @@ Delivery guarantees, and why:
   not only in memory, and are decided again when the chain watermark moves. Their number is
   bounded by `max_held`: beyond it the usage partitions are paused (back-pressure, never
   dropping); `royalty_stream_held_events` exposes the gauge.
+
+One batch in flight (PostgreSQL). Most of the database's work on a batch is inserting its rows
+into the tables and their indexes; the worker does not sit waiting for it. A batch is decided,
+handed to the producer, its rows copied into staging tables and its checkpoint moved (the
+compare-and-set answered there and then), and the statements that insert the staged rows are
+started without waiting. The worker then polls and parses the next records and checks their
+signatures, which needs neither the database nor the chain, while the server writes; only then
+does it wait for the inserts and the producer's acknowledgements and commit, before it decides
+the next batch against the committed state. So there is never more than one uncommitted batch,
+the next one is decided only after it commits, and a crash at any point loses the uncommitted
+batch as a whole, as before. A rolled-back batch (Kafka did not acknowledge) drops the records
+polled meanwhile and seeks back to the checkpoints. On SQLite each batch commits at once.
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +75,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.pool import NullPool
 
 from metering.kafka_usage_publisher import discard_producer
@@ -76,9 +88,11 @@ from stream.epochs import EpochClock
 from stream.errors import BrokerUnavailable, CheckpointConflict
 from stream.partition_batch import (
     Message,
+    ParsedMessage,
     PartitionOutcome,
     checkpoint_component,
     decide_partition_batch,
+    parse_messages,
 )
 from stream.sinks.sqlalchemy_accrual_store import SqlAlchemyAccrualStore
 from stream.state import ChainView
@@ -158,6 +172,10 @@ _UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList
 _BACKOFF_S = (0.1, 5.0)
 """First and longest pause between two attempts to reach the broker."""
 
+_IN_FLIGHT_POLL_MS = 20
+"""The poll's wait while a batch is in flight. Not 0: kafka-python (3.0) polled with no wait
+never finishes a group rebalance, and the consumer then stops receiving records for good."""
+
 T = TypeVar("T")
 
 
@@ -216,13 +234,35 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker = worker
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        # Nothing in flight survives a batch: each one commits (or not) as a whole.
+        # Runs on the consumer's network thread: nothing here may wait. A batch in flight is
+        # settled by the loop after this poll; until then its uncommitted checkpoint rows
+        # stay locked, so a new owner's batch waits for it, then sees the moved checkpoint.
         for tp in revoked:
             self.worker.held.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         for tp in assigned:
             self.worker.seek_to_checkpoint(tp)
+
+
+def _abandon(connection: Connection, transaction: RootTransaction) -> None:
+    """Roll back after a failure; a connection that cannot (a statement of it still running,
+    the server gone) is discarded instead, which rolls back on the server's side."""
+    try:
+        transaction.rollback()
+    except Exception:
+        connection.invalidate()
+
+
+@dataclass
+class _InFlight:
+    """A batch decided and handed over, waiting for its inserts, acknowledgements and commit."""
+
+    connection: Connection
+    transaction: RootTransaction
+    store: SqlAlchemyAccrualStore
+    outcomes: dict[TopicPartition, PartitionOutcome]
+    sent: list[Any]
 
 
 class KafkaJoinWorker:
@@ -238,6 +278,10 @@ class KafkaJoinWorker:
         self._chain: KafkaConsumer | None = None
         self._producer: KafkaProducer | None = None
         self._tried_at_block: dict[TopicPartition, int] = {}
+        self._defer_inserts = self.engine.dialect.name == "postgresql"
+        """Whether a batch's inserts run on the database while the next poll is read (the
+        batch committed in the next step), or are waited for at once (SQLite)."""
+        self._in_flight: _InFlight | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -350,7 +394,12 @@ class KafkaJoinWorker:
             discard_producer(producer)
 
     def close(self) -> None:
-        """Leave the group and release connections."""
+        """Leave the group and release connections (a batch still in flight is abandoned: its
+        transaction never commits, and its records are read again by whoever resumes)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            with contextlib.suppress(Exception):
+                flight.connection.invalidate()
         for client in (self._usage, self._chain, self._producer):
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -411,39 +460,60 @@ class KafkaJoinWorker:
     # --- the loop ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Consume until `stop` is set."""
+        """Consume until `stop` is set; the batch still in flight is then finished."""
         assert self._usage is not None
         assert self._chain is not None
         delay = _BACKOFF_S[0]
         while not stop.is_set():
             try:
                 self._fold_chain(self._chain.poll(timeout_ms=0))
-                records = self._usage.poll(timeout_ms=self.config.poll_ms)
+                # With a batch in flight, wait only briefly: that batch commits as soon as a
+                # poll brings nothing, instead of after a whole quiet poll.
+                wait_ms = (
+                    min(_IN_FLIGHT_POLL_MS, self.config.poll_ms)
+                    if self._in_flight is not None
+                    else self.config.poll_ms
+                )
+                records = self._usage.poll(timeout_ms=wait_ms)
             except _UNREACHABLE as exc:
                 # A broker restarting: nothing was taken from the topics; poll again.
                 log.warning("Kafka unreachable; polling again", error=repr(exc), retry_in=delay)
+                self.settle()
                 stop.wait(delay)
                 delay = min(delay * 2, _BACKOFF_S[1])
                 continue
             delay = _BACKOFF_S[0]
             self.step(records)
+        self.settle()
 
     def step(self, records: dict[TopicPartition, list[Any]]) -> None:
-        """Decide the polled records, plus the held events the chain may now release."""
+        """Decide the polled records, plus the held events the chain may now release.
+
+        The records are parsed and their signatures checked first, while the database may
+        still be writing the batch in flight; then that batch is committed, and these are
+        decided and started the same way. On PostgreSQL the batch then stays in flight until
+        the next step (or `settle`); elsewhere it is committed at once."""
         assert self._usage is not None
         assert self.chain is not None
+        polled = {tp: [(m.offset, m.value) for m in messages] for tp, messages in records.items()}
+        parsed = {tp: parse_messages(batch, self.config.key_ring) for tp, batch in polled.items()}
+        if not self.settle():
+            # Rolled back: these records were polled past the checkpoints too. Seek them
+            # back as well, or the next batch of their partitions would skip them.
+            self._reseek(polled)
+            return
         block = self.chain.finalized_block
         retry = [
             tp
             for tp, n in self.held.items()
-            if n and tp not in records and self._tried_at_block.get(tp) != block
+            if n and tp not in polled and self._tried_at_block.get(tp) != block
         ]
-        batches = {
-            tp: [(m.offset, m.value) for m in records.get(tp, [])] for tp in [*records, *retry]
-        }
-        if batches and self._process(batches):
+        batches = {tp: polled.get(tp, []) for tp in [*polled, *retry]}
+        if batches and self._process(batches, parsed):
             for tp in batches:
                 self._tried_at_block[tp] = block
+        if not self._defer_inserts:
+            self.settle()
         # Back-pressure: a full hold buffer stops consumption until the watermark moves.
         assigned = list(self._usage.assignment())
         if sum(self.held.values()) >= self.config.max_held:
@@ -451,15 +521,18 @@ class KafkaJoinWorker:
         else:
             self._usage.resume(*assigned)
 
-    def _process(self, batches: dict[TopicPartition, list[Message]]) -> bool:
+    def _process(
+        self,
+        batches: dict[TopicPartition, list[Message]],
+        parsed: dict[TopicPartition, list[ParsedMessage]],
+    ) -> bool:
         """Decide one poll's partition batches in ONE transaction: each partition's outputs
-        and checkpoint (compare-and-set, as always), one producer flush, one commit. True once
-        committed.
+        and checkpoint (compare-and-set, as always), handed to the producer, the database's
+        inserts started. True once in flight: `settle` waits for both and commits.
 
-        A moved checkpoint (`CheckpointConflict`), or outputs Kafka did not acknowledge (a
-        broker restarting), roll the whole poll back and seek every partition of it back to
-        its checkpoint, so nothing is skipped: the batch is decided again (a new producer
-        for the outputs after a Kafka failure)."""
+        A moved checkpoint (`CheckpointConflict`) rolls the whole poll back and seeks every
+        partition of it back to its checkpoint, so nothing is skipped: the batch is decided
+        again."""
         assert self._usage is not None
         assert self.chain is not None
         if self._producer is None:
@@ -468,48 +541,103 @@ class KafkaJoinWorker:
             )
         sent: list[Any] = []
         outcomes: dict[TopicPartition, PartitionOutcome] = {}
-        with self.engine.connect() as connection:
-            transaction = connection.begin()
-            try:
-                for tp, batch in batches.items():
-                    outcomes[tp] = decide_usage(
-                        self.config,
-                        connection,
-                        checkpoint_component(self.config.component, tp.topic, tp.partition),
-                        batch,
-                        self.chain.view,
-                        lambda decided: sent.extend(self._send(decided)),
-                    )
-                # Produced and acknowledged before the commit: at least once on the topics.
-                confirm_sent(self._producer, sent)
-                transaction.commit()
-            except CheckpointConflict:
-                transaction.rollback()
-                log.warning(
-                    "checkpoint moved by another worker; re-seeking",
-                    partitions=[str(tp) for tp in batches],
+        connection = self.engine.connect()
+        transaction = connection.begin()
+        store = SqlAlchemyAccrualStore(connection, defer_inserts=self._defer_inserts)
+        try:
+            for tp, batch in batches.items():
+                outcomes[tp] = decide_usage(
+                    self.config,
+                    connection,
+                    checkpoint_component(self.config.component, tp.topic, tp.partition),
+                    batch,
+                    self.chain.view,
+                    lambda decided: sent.extend(self._send(decided)),
+                    parsed=parsed.get(tp),
+                    store=store,
                 )
-                for tp in batches:
-                    self.seek_to_checkpoint(tp)
-                return False
-            except KafkaError as exc:
-                transaction.rollback()
-                log.warning(
-                    "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
-                    partitions=[str(tp) for tp in batches],
-                    error=repr(exc),
-                )
-                self._drop_producer()
-                for tp in batches:
-                    self.seek_to_checkpoint(tp)
-                time.sleep(_BACKOFF_S[0])
-                return False
-            except BaseException:
-                transaction.rollback()
-                raise
+            store.send_deferred()
+        except CheckpointConflict:
+            transaction.rollback()
+            connection.close()
+            log.warning(
+                "checkpoint moved by another worker; re-seeking",
+                partitions=[str(tp) for tp in batches],
+            )
+            for tp in batches:
+                self.seek_to_checkpoint(tp)
+            return False
+        except KafkaError as exc:
+            transaction.rollback()
+            connection.close()
+            log.warning(
+                "outputs not accepted by Kafka; batch rolled back, re-seeking",
+                partitions=[str(tp) for tp in batches],
+                error=repr(exc),
+            )
+            self._drop_producer()
+            for tp in batches:
+                self.seek_to_checkpoint(tp)
+            time.sleep(_BACKOFF_S[0])
+            return False
+        except BaseException:
+            _abandon(connection, transaction)
+            raise
+        self._in_flight = _InFlight(connection, transaction, store, outcomes, sent)
+        return True
+
+    def settle(self) -> bool:
+        """Finish the batch in flight, if any: wait for the database's inserts and for Kafka's
+        acknowledgement of its outputs, then commit. True when committed (or none was in
+        flight).
+
+        Outputs Kafka did not acknowledge (a broker restarting) roll the batch back and seek
+        every partition of it back to its checkpoint (a new producer for the next batch);
+        False then, and records polled meanwhile must be dropped: they are read again."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        try:
+            flight.store.finish_deferred()
+            # Produced and acknowledged before the commit: at least once on the topics.
+            confirm_sent(self._producer, flight.sent)
+            flight.transaction.commit()
+        except KafkaError as exc:
+            flight.transaction.rollback()
+            log.warning(
+                "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+                partitions=[str(tp) for tp in flight.outcomes],
+                error=repr(exc),
+            )
+            self._drop_producer()
+            self._reseek(flight.outcomes)
+            time.sleep(_BACKOFF_S[0])
+            return False
+        except BaseException:
+            _abandon(flight.connection, flight.transaction)
+            raise
+        finally:
+            flight.connection.close()
+        self._committed(flight.outcomes)
+        return True
+
+    def _reseek(self, partitions: Iterable[TopicPartition]) -> None:
+        """Seek the partitions still assigned back to their checkpoints (a rolled-back batch);
+        in a rebalance the others' new owners start from the checkpoints anyway."""
+        assert self._usage is not None
+        assigned = self._usage.assignment()
+        for tp in partitions:
+            if tp in assigned:
+                self.seek_to_checkpoint(tp)
+
+    def _committed(self, outcomes: dict[TopicPartition, PartitionOutcome]) -> None:
+        """After a batch's commit: hold counts, metrics, log lines, consumer offsets."""
+        assert self._usage is not None
         offsets = {}
+        assigned = self._usage.assignment()
         for tp, outcome in outcomes.items():
-            self.held[tp] = len(outcome.position.held)
+            if tp in assigned:  # a partition revoked while its batch was in flight is not ours
+                self.held[tp] = len(outcome.position.held)
             # One line per batch, not per event: rendering a log line costs as much as
             # deciding.
             log.debug(
@@ -526,14 +654,13 @@ class KafkaJoinWorker:
                 )
             DECIDED.labels("accepted").inc(len(outcome.accruals))
             DECIDED.labels("rejected").inc(len(outcome.letters))
-            if outcome.consumed:
+            if outcome.consumed and tp in assigned:
                 offsets[tp] = OffsetAndMetadata(outcome.position.offset + 1, "", -1)
         HELD.set(sum(self.held.values()))
         if offsets:
             # Only for lag monitoring: positions come from the database checkpoint.
             with contextlib.suppress(Exception):
                 self._usage.commit(offsets)
-        return True
 
     def _send(self, outcome: PartitionOutcome) -> list[Any]:
         """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
@@ -548,6 +675,9 @@ def decide_usage(
     batch: list[Message],
     view: ChainView,
     on_decided: Callable[[PartitionOutcome], None],
+    *,
+    parsed: Sequence[ParsedMessage] | None = None,
+    store: SqlAlchemyAccrualStore | None = None,
 ) -> PartitionOutcome:
     """`decide_partition_batch` for a worker: its key ring and epoch clock, received now."""
     return decide_partition_batch(
@@ -559,6 +689,8 @@ def decide_usage(
         clock=config.clock,
         received_at=datetime.now(UTC),
         on_decided=on_decided,
+        parsed=parsed,
+        store=store,
     )
 
 

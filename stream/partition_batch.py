@@ -18,7 +18,7 @@ is read back (so a batch's cost does not grow with the hold buffer's parsing).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -89,6 +89,49 @@ def split_held(
     return waiting, retry
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedMessage:
+    """One message parsed and its signature checked: the part of deciding it that needs
+    neither chain state nor the database (so a worker can do it while the database still
+    writes the previous batch)."""
+
+    offset: int
+    raw: bytes | str
+    item: UsageEvent | Rejected
+    document: dict[str, object] | None
+    """The event's dump, for its signing payload and stored form (None when rejected)."""
+    signature_error: str | None
+    """Why the signature does not verify; None when it does (or the message is rejected)."""
+
+
+def parse_messages(
+    messages: Sequence[tuple[int, bytes | str]], key_ring: KeyRing
+) -> list[ParsedMessage]:
+    """Parse `messages` and verify their signatures, in order.
+
+    One dump per event serves its signing payload (all but the signature) and its stored form;
+    the signatures of the whole batch are verified at once (on several cores when the backend
+    allows it)."""
+    parsed = [(offset, raw, parse(raw)) for offset, raw in messages]
+    events = [p for _, _, p in parsed if isinstance(p, UsageEvent)]
+    documents = [event.model_dump(mode="json", exclude_none=True) for event in events]
+    verdicts = iter(
+        key_ring.verdicts(
+            [
+                (event, canonical_json({k: v for k, v in doc.items() if k != "signature"}))
+                for event, doc in zip(events, documents, strict=True)
+            ]
+        )
+    )
+    dumped = iter(documents)
+    return [
+        ParsedMessage(offset, raw, item, None, None)
+        if isinstance(item, Rejected)
+        else ParsedMessage(offset, raw, item, next(dumped), next(verdicts))
+        for offset, raw, item in parsed
+    ]
+
+
 def decide_partition_batch(
     connection: Connection,
     component: str,
@@ -100,47 +143,44 @@ def decide_partition_batch(
     received_at: datetime,
     min_epoch: int = 0,
     on_decided: Callable[[PartitionOutcome], None] | None = None,
+    parsed: Sequence[ParsedMessage] | None = None,
+    store: SqlAlchemyAccrualStore | None = None,
 ) -> PartitionOutcome:
     """Decide the partition's held events plus `batch` and write the outputs and the new
     checkpoint (compare-and-set: `CheckpointConflict` when another worker moved it).
 
     `on_decided(outcome)` runs once everything is decided, before the writes (a worker starts
     producing the outcome to Kafka there, so the acknowledgements arrive while the database
-    works); an exception from it aborts the batch like any other."""
-    store = SqlAlchemyAccrualStore(connection)
+    works); an exception from it aborts the batch like any other.
+
+    `parsed`: `parse_messages(batch, key_ring)` when the caller has already done it. `store`:
+    the store to write through (one deferring its inserts, say); by default a plain one on
+    `connection`."""
+    if store is None:
+        store = SqlAlchemyAccrualStore(connection)
     position, version = store.load_position(component)
     fresh = [m for m in batch if m[0] > position.offset]
     view = MemoizedChainView(state)
     held, retry = split_held(position.held, view.finalized_time())
-    inputs: list[tuple[int, bytes | str]] = [*retry, *fresh]
-    parsed = [(offset, raw, parse(raw)) for offset, raw in inputs]
-    events = [p for _, _, p in parsed if isinstance(p, UsageEvent)]
-    dedupe = BatchDedupe(store, [event.id for event in events])
-    # One dump per event serves its signing payload (all but the signature) and its stored
-    # form; the signatures of the whole batch are verified at once (on several cores when the
-    # backend allows it).
-    documents = [event.model_dump(mode="json", exclude_none=True) for event in events]
-    verdicts = iter(
-        key_ring.verdicts(
-            [
-                (event, canonical_json({k: v for k, v in doc.items() if k != "signature"}))
-                for event, doc in zip(events, documents, strict=True)
-            ]
-        )
-    )
-    dumped = iter(documents)
+    if parsed is None:
+        parsed_fresh = parse_messages(fresh, key_ring)
+    else:
+        if [m.offset for m in parsed] != [offset for offset, _ in batch]:
+            raise ValueError("parsed messages do not match the batch")
+        parsed_fresh = [m for m in parsed if m.offset > position.offset]
+    inputs = [*parse_messages(retry, key_ring), *parsed_fresh]
+    dedupe = BatchDedupe(store, [m.item.id for m in inputs if isinstance(m.item, UsageEvent)])
     usage: list[tuple[UsageEvent, datetime]] = []
     payloads: list[str] = []
     outcome = PartitionOutcome(position=position, consumed=len(fresh))
-    for offset, raw, item in parsed:
-        document: dict[str, object] | None = None
+    for message in inputs:
+        offset, raw, item, document = message.offset, message.raw, message.item, message.document
         if isinstance(item, Rejected):
             decision: Accepted | Rejected | Held = item
         else:
-            document = next(dumped)
             decision = join(
                 item,
-                signature_error=next(verdicts),
+                signature_error=message.signature_error,
                 seen=dedupe.seen(item.id),
                 state=view,
                 clock=clock,

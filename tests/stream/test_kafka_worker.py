@@ -5,13 +5,19 @@ restarted loses and doubles nothing (on both engines; the rest on kafka-python, 
 
 from __future__ import annotations
 
+import dataclasses
 import signal
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from kafka.errors import KafkaTimeoutError
 from sqlalchemy.pool import NullPool
 
+import stream.app as stream_app
 from deploy.local import KafkaBroker
 from schemas import migrate
 from schemas.engine import create_engine
@@ -121,6 +127,72 @@ def test_worker_matches_scenario_and_embedded_runner(
     engine.dispose()
     embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
     assert _worker_accruals(pg_url) == embedded
+
+
+def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
+    st_system: System,
+    st_chain: ChainHarness,
+    pg_url: str,
+    kafka_broker: KafkaBroker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Kafka not acknowledging the outputs of the batch in flight, while records of another
+    partition are already polled, rolls that batch back and seeks both its partitions and the
+    other one back to their checkpoints: nothing is skipped, the result is the scenario's,
+    every usage id billed once."""
+    migrate.upgrade(pg_url)
+    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
+    script = build(st_system, st_chain)
+    st_chain.advance_time(script.last_time - st_chain.now() + 5)  # nothing held
+    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+    produce_usage(servers, topics.usage, script.messages)
+    config = worker_config(script, servers, pg_url, st_system.manifest.chain_id, topics)
+    # Polls of every partition's records at once, as under load.
+    worker = stream_app.KafkaJoinWorker(dataclasses.replace(config, max_records=100))
+    engine = create_engine(pg_url, poolclass=NullPool)
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    try:
+        worker.start()
+        usage = worker._usage
+        assert usage is not None
+
+        def poll() -> dict[Any, list[Any]]:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                records: dict[Any, list[Any]] = usage.poll(timeout_ms=200)
+                if records:
+                    return records
+            raise AssertionError("no records polled")
+
+        polled = poll()
+        a = next(iter(polled))
+        worker.step({a: polled.pop(a)})  # decided, inserts started: in flight
+        assert worker._in_flight is not None
+        while not set(polled) - {a}:  # until records of another partition are in hand
+            for tp, records in poll().items():
+                polled.setdefault(tp, []).extend(records)
+
+        def refuse(producer: Any, futures: list[Any]) -> None:
+            raise KafkaTimeoutError("injected: outputs not acknowledged")
+
+        monkeypatch.setattr(stream_app, "confirm_sent", refuse)
+        worker.step(polled)  # the batch in flight rolls back; the records in hand are dropped
+        monkeypatch.undo()
+        assert worker._in_flight is None
+        assert decided_count(engine) == (0, 0)
+        runner.start()
+        want = expected_totals(script)
+        wait_for(lambda: decided_count(engine) == want, 60, f"{want} accruals / dead letters")
+        assert _consumed(pg_url, topics.component) == (len(script.messages), 0)
+    finally:
+        stop.set()
+        if runner.is_alive():
+            runner.join(timeout=30)
+        worker.close()
+    _check(script, engine)
+    assert_each_usage_id_once(engine)
+    engine.dispose()
 
 
 @pytest.mark.parametrize("module", ENGINES)
