@@ -246,12 +246,14 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _abandon(connection: Connection, transaction: RootTransaction) -> None:
-    """Roll back after a failure; a connection that cannot (a statement of it still running,
-    the server gone) is discarded instead, which rolls back on the server's side."""
+    """Roll back after a failure and give the connection back; a connection that cannot roll
+    back (a statement of it still running, the server gone) is discarded instead, which rolls
+    back on the server's side."""
     try:
         transaction.rollback()
     except Exception:
         connection.invalidate()
+    connection.close()
 
 
 @dataclass
@@ -558,27 +560,16 @@ class KafkaJoinWorker:
                 )
             store.send_deferred()
         except CheckpointConflict:
-            transaction.rollback()
-            connection.close()
+            _abandon(connection, transaction)
             log.warning(
                 "checkpoint moved by another worker; re-seeking",
                 partitions=[str(tp) for tp in batches],
             )
-            for tp in batches:
-                self.seek_to_checkpoint(tp)
+            self._reseek(batches)
             return False
         except KafkaError as exc:
-            transaction.rollback()
-            connection.close()
-            log.warning(
-                "outputs not accepted by Kafka; batch rolled back, re-seeking",
-                partitions=[str(tp) for tp in batches],
-                error=repr(exc),
-            )
-            self._drop_producer()
-            for tp in batches:
-                self.seek_to_checkpoint(tp)
-            time.sleep(_BACKOFF_S[0])
+            _abandon(connection, transaction)
+            self._refused_by_kafka(batches, exc)
             return False
         except BaseException:
             _abandon(connection, transaction)
@@ -603,23 +594,28 @@ class KafkaJoinWorker:
             confirm_sent(self._producer, flight.sent)
             flight.transaction.commit()
         except KafkaError as exc:
-            flight.transaction.rollback()
-            log.warning(
-                "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
-                partitions=[str(tp) for tp in flight.outcomes],
-                error=repr(exc),
-            )
-            self._drop_producer()
-            self._reseek(flight.outcomes)
-            time.sleep(_BACKOFF_S[0])
+            _abandon(flight.connection, flight.transaction)
+            self._refused_by_kafka(flight.outcomes, exc)
             return False
         except BaseException:
             _abandon(flight.connection, flight.transaction)
             raise
-        finally:
-            flight.connection.close()
+        flight.connection.close()
         self._committed(flight.outcomes)
         return True
+
+    def _refused_by_kafka(self, partitions: Iterable[TopicPartition], error: KafkaError) -> None:
+        """After rolling back a batch whose outputs Kafka did not take: a new producer for the
+        next batch, and the partitions sought back to their checkpoints (read again)."""
+        partitions = list(partitions)
+        log.warning(
+            "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+            partitions=[str(tp) for tp in partitions],
+            error=repr(error),
+        )
+        self._drop_producer()
+        self._reseek(partitions)
+        time.sleep(_BACKOFF_S[0])
 
     def _reseek(self, partitions: Iterable[TopicPartition]) -> None:
         """Seek the partitions still assigned back to their checkpoints (a rolled-back batch);
