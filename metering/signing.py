@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, cast
 
-from metering.ed25519 import Ed25519Backend, default_backend
+from metering.ed25519 import BatchVerifier, Ed25519Backend, default_backend
 from metering.errors import BadSignature
 from schemas.usage import UsageEvent, signing_payload
 
@@ -258,7 +258,8 @@ class KeyRing(Mapping[str, VerificationKey]):
         """`verify` of each `(event, signing payload)`: None where the signature is good, the
         reason where it is not, in order.
 
-        Ed25519 verifications of a large batch run on a few threads when the backend releases
+        Ed25519 verifications go to the backend in batches when it verifies batches
+        (`BatchVerifier`), and a large batch runs on a few threads when the backend releases
         the GIL (`Ed25519Backend.parallel`); the answers are the same either way."""
         out: list[str | None] = [None] * len(items)
         pending: list[tuple[int, bytes, bytes, bytes]] = []  # index, key, payload, signature
@@ -273,18 +274,14 @@ class KeyRing(Mapping[str, VerificationKey]):
                     out[i] = f"event {event.id}: signature does not verify"
             else:
                 pending.append((i, key.key, payload, signature))
-        verify = self.backend.verify
+        run = _verify_chunk(self.backend)
         workers = _verify_threads() if self.backend.parallel else 1
         if workers > 1 and len(pending) >= _PARALLEL_MIN:
             step = -(-len(pending) // workers)
             chunks = [pending[k : k + step] for k in range(0, len(pending), step)]
-            results = [
-                good
-                for chunk_results in _pool().map(_verify_chunk(verify), chunks)
-                for good in chunk_results
-            ]
+            results = [good for chunk_results in _pool().map(run, chunks) for good in chunk_results]
         else:
-            results = [verify(key, payload, sig) for _, key, payload, sig in pending]
+            results = run(pending)
         for (i, _, _, _), good in zip(pending, results, strict=True):
             if not good:
                 out[i] = f"event {items[i][0].id}: signature does not verify"
@@ -344,8 +341,19 @@ os.register_at_fork(after_in_child=_forget_pool_in_child)
 
 
 def _verify_chunk(
-    verify: Callable[[bytes, bytes, bytes], bool],
+    backend: Ed25519Backend,
 ) -> Callable[[list[tuple[int, bytes, bytes, bytes]]], list[bool]]:
+    """Verify a chunk of `(index, key, payload, signature)` in one call when the backend
+    verifies batches, one by one otherwise."""
+    if isinstance(backend, BatchVerifier):
+        batch = backend.verify_batch
+
+        def run_batch(chunk: list[tuple[int, bytes, bytes, bytes]]) -> list[bool]:
+            return batch([(key, payload, signature) for _, key, payload, signature in chunk])
+
+        return run_batch
+    verify = backend.verify
+
     def run(chunk: list[tuple[int, bytes, bytes, bytes]]) -> list[bool]:
         return [verify(key, payload, signature) for _, key, payload, signature in chunk]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from metering import ed25519
 from metering.ed25519 import (
     Ed25519Backend,
+    NativeEd25519,
     OpenSSLEd25519,
     PyCryptodomeEd25519,
     SodiumEd25519,
@@ -102,11 +104,13 @@ def test_key_ring_round_trips_and_refuses_conflicts() -> None:
         KeyRing.from_json({"keys": [{"keyid": "x", "algorithm": "rsa"}]})
 
 
-def test_default_backend_is_libsodium_on_this_machine() -> None:
-    assert default_backend().name == "libsodium"
+def test_default_backend_is_the_native_library_where_cargo_built_it() -> None:
+    # The bootstrap builds metering/native whenever cargo is on the machine.
+    expected = "native" if shutil.which("cargo") else "libsodium"
+    assert default_backend().name == expected
 
 
-@pytest.mark.parametrize("native", [SodiumEd25519, OpenSSLEd25519])
+@pytest.mark.parametrize("native", [NativeEd25519, SodiumEd25519, OpenSSLEd25519])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.binary(min_size=32, max_size=32), message=st.binary(max_size=2000))
 def test_native_backends_and_pycryptodome_agree(
@@ -135,10 +139,21 @@ def test_a_backend_that_accepts_a_forgery_is_not_used(monkeypatch: pytest.Monkey
         ed25519._checked(Lenient)
     monkeypatch.setattr(ed25519, "_default", None)
     monkeypatch.setattr(ed25519, "SodiumEd25519", Lenient)
+    monkeypatch.setenv(ed25519.NATIVE_LIBRARY_ENV, "/nonexistent/libroyalty_ed25519.so")
     assert ed25519.default_backend().name == "openssl"
 
 
-@pytest.mark.parametrize("backend", [SodiumEd25519, OpenSSLEd25519, PyCryptodomeEd25519])
+def test_without_the_native_library_libsodium_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ed25519, "_default", None)
+    monkeypatch.setenv(ed25519.NATIVE_LIBRARY_ENV, "/nonexistent/libroyalty_ed25519.so")
+    with pytest.raises(OSError, match="not built"):
+        NativeEd25519()
+    assert ed25519.default_backend().name == "libsodium"
+
+
+@pytest.mark.parametrize(
+    "backend", [NativeEd25519, SodiumEd25519, OpenSSLEd25519, PyCryptodomeEd25519]
+)
 @pytest.mark.parametrize("size", [5, 300])  # below and above the batch size that uses threads
 def test_batch_verdicts_are_verify_one_by_one(
     backend: Callable[[], Ed25519Backend], size: int
