@@ -46,6 +46,15 @@ the next batch against the committed state. So there is never more than one unco
 the next one is decided only after it commits, and a crash at any point loses the uncommitted
 batch as a whole, as before. A rolled-back batch (Kafka did not acknowledge) drops the records
 polled meanwhile and seeks back to the checkpoints. On SQLite each batch commits at once.
+
+A consumer that stops fetching is replaced. kafka-python (3.0) clients have been seen to stop
+for good: polls that return nothing at once, forever, while the topic holds records past the
+checkpoints (the group on the broker empty, the client unaware). When a poll has brought
+nothing for `stall_s` (30 s) and records wait on the worker's assigned partitions (end offsets
+read through the chain consumer, a separate client, against the checkpoints), the worker
+settles its batch, drops that consumer and joins the group with a new one, which resumes from
+the checkpoints like any rebalance (`royalty_stream_usage_consumer_replaced_total` counts it).
+Consumption paused by back-pressure is not a stall.
 """
 
 from __future__ import annotations
@@ -136,6 +145,11 @@ _PARTITION_FETCH_BYTES = 8 * 1024 * 1024
 FINALIZED_BLOCK = Gauge(
     "royalty_stream_chain_finalized_block", "Newest finalized block folded in.", registry=REGISTRY
 )
+USAGE_CONSUMER_REPLACED = Counter(
+    "royalty_stream_usage_consumer_replaced_total",
+    "Usage consumers replaced because they stopped fetching while records were waiting.",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,9 @@ class WorkerConfig:
     session_timeout_ms: int = 10_000
     connect_timeout_s: float = 120.0
     """How long `start()` keeps retrying, with backoff, while the broker is unreachable."""
+    stall_s: float = 30.0
+    """Records waiting on an assigned partition that is not paused, and none fetched for this
+    long: the usage consumer is replaced by a new one (`KafkaJoinWorker.check_stalled`)."""
 
 
 _UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList)
@@ -232,17 +249,30 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, worker: KafkaJoinWorker) -> None:
         self.worker = worker
+        self.active = True
+        """False once its consumer is being replaced: that consumer's closing revocation
+        must not touch the worker's state, which belongs to the new consumer."""
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         # Runs on the consumer's network thread: nothing here may wait. A batch in flight is
         # settled by the loop after this poll; until then its uncommitted checkpoint rows
         # stay locked, so a new owner's batch waits for it, then sees the moved checkpoint.
+        if not self.active:
+            return
         for tp in revoked:
             self.worker.held.pop(tp, None)
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        if not self.active:
+            return
         for tp in assigned:
             self.worker.seek_to_checkpoint(tp)
+
+
+def _close_quietly(consumer: KafkaConsumer) -> None:
+    """Close a replaced consumer, whatever it raises (it is being dropped)."""
+    with contextlib.suppress(Exception):
+        consumer.close(autocommit=False)
 
 
 def _abandon(connection: Connection, transaction: RootTransaction) -> None:
@@ -284,6 +314,10 @@ class KafkaJoinWorker:
         """Whether a batch's inserts run on the database while the next poll is read (the
         batch committed in the next step), or are waited for at once (SQLite)."""
         self._in_flight: _InFlight | None = None
+        self._listener: _SeekToCheckpoint | None = None
+        self._fetched_at = time.monotonic()
+        """When the usage consumer last returned records (or was created, or paused)."""
+        self._stall_checked_at = 0.0
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -317,11 +351,18 @@ class KafkaJoinWorker:
         until_reachable(
             "read the chain topic", deadline, lambda _: self._catch_up_chain(partitions)
         )
-        self._usage = until_reachable(
+        self._connect_usage(deadline)
+        freeze_startup_objects()
+
+    def _connect_usage(self, deadline: float) -> None:
+        """Create the usage consumer and subscribe it: the group assigns its partitions at the
+        next poll, and each is positioned after its checkpoint then."""
+        c = self.config
+        consumer = until_reachable(
             "connect the usage consumer",
             deadline,
             lambda left: KafkaConsumer(
-                bootstrap_servers=servers,
+                bootstrap_servers=c.bootstrap_servers.split(","),
                 client_id=f"{c.client_id}-usage",
                 group_id=c.group_id,
                 enable_auto_commit=False,
@@ -340,10 +381,79 @@ class KafkaJoinWorker:
             ),
         )
         self._wait_for_partitions(
-            self._usage, c.usage_topic, timeout_s=max(0.0, deadline - time.monotonic())
+            consumer, c.usage_topic, timeout_s=max(0.0, deadline - time.monotonic())
         )
-        self._usage.subscribe([c.usage_topic], listener=_SeekToCheckpoint(self))
-        freeze_startup_objects()
+        self._listener = _SeekToCheckpoint(self)
+        consumer.subscribe([c.usage_topic], listener=self._listener)
+        self._usage = consumer
+        self._fetched_at = time.monotonic()
+
+    # --- a consumer that stopped fetching ------------------------------------------------------
+
+    def check_stalled(self, now: float) -> bool:
+        """Replace the usage consumer when it has returned nothing for `stall_s` while records
+        wait on a partition assigned to it; True when it was replaced.
+
+        kafka-python (3.0) clients have been seen to stop fetching for good: the member
+        dropped from its group without noticing, or a partition never fetched again after a
+        rebalance, the poll returning nothing at once, forever. Nothing is lost then, but
+        nothing moves either. The lag is read from the topic's end offsets (through the chain
+        consumer, a separate client) against the database's checkpoints, at most once per
+        `stall_s`. A replaced consumer is closed on a thread of its own, since a wedged client
+        may not close promptly; its revocations no longer touch this worker."""
+        stall_s = self.config.stall_s
+        if now - self._fetched_at < stall_s or now - self._stall_checked_at < stall_s:
+            return False
+        self._stall_checked_at = now
+        waiting = self.waiting_records()
+        if not waiting:
+            return False
+        log.error(
+            "usage consumer stopped fetching while records wait; replacing it",
+            waiting={f"{tp.topic}[{tp.partition}]": n for tp, n in waiting.items()},
+            idle_s=round(now - self._fetched_at, 1),
+        )
+        USAGE_CONSUMER_REPLACED.inc()
+        self.settle()
+        old, listener = self._usage, self._listener
+        if listener is not None:
+            listener.active = False
+        self._usage = None
+        if old is not None:
+            threading.Thread(
+                target=_close_quietly, args=(old,), name="usage-consumer-close", daemon=True
+            ).start()
+        self.held.clear()
+        self._tried_at_block.clear()
+        HELD.set(0)
+        self._connect_usage(time.monotonic() + self.config.connect_timeout_s)
+        return True
+
+    def waiting_records(self) -> dict[TopicPartition, int]:
+        """Records past the checkpoint on each usage partition assigned to this worker; empty
+        while back-pressure pauses consumption (the only reason it pauses) or while the broker
+        does not answer."""
+        assert self._usage is not None
+        assert self._chain is not None
+        if sum(self.held.values()) >= self.config.max_held:
+            return {}
+        partitions = list(self._usage.assignment())
+        if not partitions:
+            return {}
+        try:
+            ends = self._chain.end_offsets(partitions)
+        except _UNREACHABLE:
+            return {}
+        waiting: dict[TopicPartition, int] = {}
+        with self.engine.connect() as connection:
+            store = SqlAlchemyAccrualStore(connection)
+            for tp in partitions:
+                component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+                position, _ = store.load_position(component)
+                behind = ends.get(tp, 0) - (position.offset + 1)
+                if behind > 0:
+                    waiting[tp] = behind
+        return waiting
 
     @staticmethod
     def _wait_for_partitions(consumer: KafkaConsumer, topic: str, timeout_s: float = 30) -> None:
@@ -485,6 +595,11 @@ class KafkaJoinWorker:
                 delay = min(delay * 2, _BACKOFF_S[1])
                 continue
             delay = _BACKOFF_S[0]
+            now = time.monotonic()
+            if records:
+                self._fetched_at = now
+            elif self.check_stalled(now):
+                continue
             self.step(records)
         self.settle()
 
@@ -520,6 +635,7 @@ class KafkaJoinWorker:
         assigned = list(self._usage.assignment())
         if sum(self.held.values()) >= self.config.max_held:
             self._usage.pause(*assigned)
+            self._fetched_at = time.monotonic()  # paused on purpose: not a stall
         else:
             self._usage.resume(*assigned)
 
@@ -759,6 +875,12 @@ def _parser() -> argparse.ArgumentParser:
         default=120.0,
         help="how long to wait for an unreachable broker at start",
     )
+    p.add_argument(
+        "--stall-s",
+        type=float,
+        default=30.0,
+        help="replace the usage consumer after this long without records while some wait",
+    )
     p.add_argument("--metrics-port", type=int, default=None)
     return p
 
@@ -788,6 +910,7 @@ def config_from_args(
         instance_id=a.instance_id,
         session_timeout_ms=a.session_timeout_ms,
         connect_timeout_s=a.connect_timeout_s,
+        stall_s=a.stall_s,
     )
     return config, a.metrics_port
 

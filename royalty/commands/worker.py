@@ -42,6 +42,13 @@ def worker(
     max_held: Annotated[
         int, typer.Option(help="Usage events held for the chain before pausing.")
     ] = 10_000,
+    stall_s: Annotated[
+        float,
+        typer.Option(
+            help="Replace the usage consumer after this many seconds without records while "
+            "records wait on its partitions (kafka-python engine)."
+        ),
+    ] = 30.0,
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus metrics on this port.")
     ] = None,
@@ -68,6 +75,7 @@ def worker(
         max_held=max_held,
         client_id=f"{kafka.client_id}-worker",
         instance_id=instance_id,
+        stall_s=stall_s,
     )
     if engine is Engine.FAUST:
         from stream.faust_app import serve as serve_faust

@@ -195,6 +195,72 @@ def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
     engine.dispose()
 
 
+def test_a_consumer_that_stops_fetching_is_replaced_and_skips_nothing(
+    st_system: System,
+    st_chain: ChainHarness,
+    pg_url: str,
+    kafka_broker: KafkaBroker,
+) -> None:
+    """A usage consumer whose polls come back empty at once, forever, while records wait (as
+    kafka-python clients have been seen to do) is replaced after `stall_s`: the new consumer
+    joins the group, resumes from the checkpoints, and the result is the scenario's, every
+    usage id billed once. An idle topic, nothing waiting, replaces nothing."""
+    migrate.upgrade(pg_url)
+    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
+    script = build(st_system, st_chain)
+    st_chain.advance_time(script.last_time - st_chain.now() + 5)  # nothing held
+    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+    produce_usage(servers, topics.usage, script.messages)
+    config = worker_config(script, servers, pg_url, st_system.manifest.chain_id, topics)
+    worker = stream_app.KafkaJoinWorker(dataclasses.replace(config, max_records=5, stall_s=2.0))
+    engine = create_engine(pg_url, poolclass=NullPool)
+    stop = threading.Event()
+    runner = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+
+    def replaced() -> float:
+        value = stream_app.REGISTRY.get_sample_value("royalty_stream_usage_consumer_replaced_total")
+        return value or 0.0
+
+    before = replaced()
+    try:
+        worker.start()
+        wedged = worker._usage
+        assert wedged is not None
+        real_poll = wedged.poll
+        fetched, first = 0, len(script.messages) // 3
+
+        def stops_fetching(timeout_ms: int = 0, **kwargs: Any) -> dict[Any, list[Any]]:
+            # Some records first, then nothing, returned at once.
+            nonlocal fetched
+            if fetched >= first:
+                return {}
+            records: dict[Any, list[Any]] = real_poll(timeout_ms=timeout_ms, **kwargs)
+            fetched += sum(len(r) for r in records.values())
+            return records
+
+        wedged.poll = stops_fetching  # type: ignore[method-assign]
+        runner.start()
+        wait_for(lambda: fetched >= first, 30, "the first records fetched")
+        want = expected_totals(script)
+        wait_for(lambda: decided_count(engine) == want, 90, f"{want} accruals / dead letters")
+        assert worker._usage is not wedged
+        assert replaced() == before + 1
+        assert _consumed(pg_url, topics.component) == (len(script.messages), 0)
+        # Nothing waits now: polls that bring nothing for longer than stall_s are just idle.
+        current = worker._usage
+        time.sleep(2 * 2.0 + 1)
+        assert worker._usage is current
+        assert replaced() == before + 1
+    finally:
+        stop.set()
+        if runner.is_alive():
+            runner.join(timeout=30)
+        worker.close()
+    _check(script, engine)
+    assert_each_usage_id_once(engine)
+    engine.dispose()
+
+
 @pytest.mark.parametrize("module", ENGINES)
 def test_worker_sigkilled_mid_stream_and_restarted(
     module: str,
