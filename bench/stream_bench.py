@@ -56,6 +56,7 @@ from kafka import KafkaProducer  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
 from deploy.local import Anvil, KafkaBroker, Postgres  # noqa: E402
+from metering.ed25519 import default_backend  # noqa: E402
 from metering.keyfiles import write_json_atomic  # noqa: E402
 from metering.signing import Algorithm, KeyRing, Signer, SigningKey  # noqa: E402
 from schemas import migrate  # noqa: E402
@@ -558,6 +559,7 @@ def write_results(
             "events": args.events,
             "latency_events": m,
             "algorithm": args.algorithm,
+            "ed25519_backend": default_backend().name,
             "signing_s_per_event": sign_s,
             "batch": args.batch,
             "models": len(MODELS),
@@ -577,7 +579,8 @@ def write_results(
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(doc, indent=2) + "\n")
-    print(f"{args.events} events ({args.algorithm}), batches of {args.batch}:")
+    verifier = f", {default_backend().name} Ed25519" if args.algorithm == "ed25519" else ""
+    print(f"{args.events} events ({args.algorithm}{verifier}), batches of {args.batch}:")
     print(
         f"{'engine':<22}{'seconds':>10}{'from start':>12}{'events/s':>12}{'p50 s':>9}{'p99 s':>9}"
         "   CPU us/event: worker, postgres, kafka (watcher)"

@@ -53,11 +53,13 @@ fi
 native=metering/native
 lib="$native/target/release/libroyalty_ed25519.so"
 rstamp="$native/target/.bootstrap-$(fingerprint "$native/Cargo.toml" "$native/Cargo.lock" "$native"/src/*.rs)"
+# rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on its PATH.
+cargo=$(command -v cargo || { [ -x "$HOME/.cargo/bin/cargo" ] && echo "$HOME/.cargo/bin/cargo"; } || true)
 if [ -f "$rstamp" ] && [ -f "$lib" ]; then
   say "native Ed25519 library up to date"
-elif command -v cargo >/dev/null 2>&1; then
+elif [ -n "$cargo" ]; then
   say "building the native Ed25519 library with cargo (crates pinned by Cargo.lock)"
-  cargo build -q --release --locked --manifest-path "$native/Cargo.toml" --target-dir "$native/target"
+  "$cargo" build -q --release --locked --manifest-path "$native/Cargo.toml" --target-dir "$native/target"
   rm -f "$native"/target/.bootstrap-*
   touch "$rstamp"
 else
