@@ -91,6 +91,30 @@ def _worker_accruals(url: str) -> list:  # type: ignore[type-arg]
     return sorted(accruals, key=lambda a: a.usage_id)
 
 
+def _published_scenario(
+    system: System, chain: ChainHarness, pg_url: str, broker: KafkaBroker
+) -> tuple[Script, Topics, stream_app.WorkerConfig]:
+    """The scenario in fresh topics, its chain finalized past every usage time (nothing is
+    held), and a worker configuration for it."""
+    migrate.upgrade(pg_url)
+    servers, topics = broker.bootstrap_servers, Topics.unique()
+    script = build(system, chain)
+    chain.advance_time(script.last_time - chain.now() + 5)
+    index_into_topic(system, chain, pg_url, servers, topics.chain)
+    produce_usage(servers, topics.usage, script.messages)
+    return script, topics, worker_config(script, servers, pg_url, system.manifest.chain_id, topics)
+
+
+def _stop_runner(
+    stop: threading.Event, runner: threading.Thread, worker: stream_app.KafkaJoinWorker
+) -> None:
+    """End a worker driven on a thread of the test's own: stop its loop, then close it."""
+    stop.set()
+    if runner.is_alive():
+        runner.join(timeout=30)
+    worker.close()
+
+
 def test_worker_matches_scenario_and_embedded_runner(
     st_system: System,
     st_chain: ChainHarness,
@@ -140,13 +164,7 @@ def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
     partition are already polled, rolls that batch back and seeks both its partitions and the
     other one back to their checkpoints: nothing is skipped, the result is the scenario's,
     every usage id billed once."""
-    migrate.upgrade(pg_url)
-    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
-    script = build(st_system, st_chain)
-    st_chain.advance_time(script.last_time - st_chain.now() + 5)  # nothing held
-    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
-    produce_usage(servers, topics.usage, script.messages)
-    config = worker_config(script, servers, pg_url, st_system.manifest.chain_id, topics)
+    script, topics, config = _published_scenario(st_system, st_chain, pg_url, kafka_broker)
     # Polls of every partition's records at once, as under load.
     worker = stream_app.KafkaJoinWorker(dataclasses.replace(config, max_records=100))
     engine = create_engine(pg_url, poolclass=NullPool)
@@ -186,10 +204,7 @@ def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
         wait_for(lambda: decided_count(engine) == want, 60, f"{want} accruals / dead letters")
         assert _consumed(pg_url, topics.component) == (len(script.messages), 0)
     finally:
-        stop.set()
-        if runner.is_alive():
-            runner.join(timeout=30)
-        worker.close()
+        _stop_runner(stop, runner, worker)
     _check(script, engine)
     assert_each_usage_id_once(engine)
     engine.dispose()
@@ -205,13 +220,7 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_skips_nothing(
     kafka-python clients have been seen to do) is replaced after `stall_s`: the new consumer
     joins the group, resumes from the checkpoints, and the result is the scenario's, every
     usage id billed once. An idle topic, nothing waiting, replaces nothing."""
-    migrate.upgrade(pg_url)
-    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
-    script = build(st_system, st_chain)
-    st_chain.advance_time(script.last_time - st_chain.now() + 5)  # nothing held
-    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
-    produce_usage(servers, topics.usage, script.messages)
-    config = worker_config(script, servers, pg_url, st_system.manifest.chain_id, topics)
+    script, topics, config = _published_scenario(st_system, st_chain, pg_url, kafka_broker)
     worker = stream_app.KafkaJoinWorker(dataclasses.replace(config, max_records=5, stall_s=2.0))
     engine = create_engine(pg_url, poolclass=NullPool)
     stop = threading.Event()
@@ -252,10 +261,7 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_skips_nothing(
         assert worker._usage is current
         assert replaced() == before + 1
     finally:
-        stop.set()
-        if runner.is_alive():
-            runner.join(timeout=30)
-        worker.close()
+        _stop_runner(stop, runner, worker)
     _check(script, engine)
     assert_each_usage_id_once(engine)
     engine.dispose()
