@@ -85,6 +85,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from metering.kafka_usage_publisher import discard_producer
@@ -431,8 +432,8 @@ class KafkaJoinWorker:
 
     def waiting_records(self) -> dict[TopicPartition, int]:
         """Records past the checkpoint on each usage partition assigned to this worker; empty
-        while back-pressure pauses consumption (the only reason it pauses) or while the broker
-        does not answer."""
+        while back-pressure pauses consumption (the only reason it pauses), and when the broker
+        or the database cannot say (the loop meets those errors itself)."""
         assert self._usage is not None
         assert self._chain is not None
         if sum(self.held.values()) >= self.config.max_held:
@@ -440,19 +441,22 @@ class KafkaJoinWorker:
         partitions = list(self._usage.assignment())
         if not partitions:
             return {}
+        waiting: dict[TopicPartition, int] = {}
         try:
             ends = self._chain.end_offsets(partitions)
-        except _UNREACHABLE:
+            with self.engine.connect() as connection:
+                store = SqlAlchemyAccrualStore(connection)
+                for tp in partitions:
+                    component = checkpoint_component(self.config.component, tp.topic, tp.partition)
+                    position, _ = store.load_position(component)
+                    behind = ends.get(tp, 0) - (position.offset + 1)
+                    if behind > 0:
+                        waiting[tp] = behind
+        except (KafkaError, SQLAlchemyError) as exc:
+            log.warning(
+                "could not compare the usage partitions with their checkpoints", error=repr(exc)
+            )
             return {}
-        waiting: dict[TopicPartition, int] = {}
-        with self.engine.connect() as connection:
-            store = SqlAlchemyAccrualStore(connection)
-            for tp in partitions:
-                component = checkpoint_component(self.config.component, tp.topic, tp.partition)
-                position, _ = store.load_position(component)
-                behind = ends.get(tp, 0) - (position.offset + 1)
-                if behind > 0:
-                    waiting[tp] = behind
         return waiting
 
     @staticmethod

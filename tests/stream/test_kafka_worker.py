@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.pool import NullPool
 
 import stream.app as stream_app
@@ -260,6 +260,15 @@ def test_a_consumer_that_stops_fetching_is_replaced_and_skips_nothing(
         time.sleep(2 * 2.0 + 1)
         assert worker._usage is current
         assert replaced() == before + 1
+        assert worker.waiting_records() == {}
+        # A broker that cannot say the end offsets is no evidence of a stall.
+        assert worker._chain is not None
+
+        def unanswered(partitions: Any) -> dict[Any, int]:
+            raise KafkaError("injected: no answer")
+
+        worker._chain.end_offsets = unanswered  # type: ignore[method-assign]
+        assert worker.waiting_records() == {}
     finally:
         _stop_runner(stop, runner, worker)
     _check(script, engine)
