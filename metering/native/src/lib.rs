@@ -29,7 +29,9 @@
 //! from a hash of the whole batch. If a signature fails check 3, the batch passes with
 //! probability below 2^-127.
 //!
-//! Every function returns a status: 1 valid, 0 invalid, negative for bad arguments.
+//! The functions return 1 (valid, done) or 0 (invalid), and a negative number for arguments
+//! they refuse; `royalty_ed25519_verify_batch` returns how many are valid, and
+//! `royalty_ed25519_signing_key_new` a pointer (null when refused).
 
 use std::slice;
 use std::sync::OnceLock;
@@ -136,8 +138,8 @@ pub unsafe extern "C" fn royalty_ed25519_public_key(seed: *const u8, out: *mut u
     1
 }
 
-/// An expanded signing key (seed hashed, public key derived once), freed with
-/// `royalty_ed25519_signing_key_free`.
+/// An expanded signing key (seed hashed, public key derived once), kept for the process's life
+/// (a node signs with one or two keys).
 ///
 /// # Safety
 /// `seed` points to 32 readable bytes.
@@ -149,15 +151,6 @@ pub unsafe extern "C" fn royalty_ed25519_signing_key_new(seed: *const u8) -> *mu
     Box::into_raw(Box::new(SigningKey::from_bytes(
         &*(seed as *const [u8; KEY]),
     )))
-}
-
-/// # Safety
-/// `key` comes from `royalty_ed25519_signing_key_new` and is not used afterwards.
-#[no_mangle]
-pub unsafe extern "C" fn royalty_ed25519_signing_key_free(key: *mut SigningKey) {
-    if !key.is_null() {
-        drop(Box::from_raw(key));
-    }
 }
 
 /// # Safety
