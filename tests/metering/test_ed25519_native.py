@@ -168,11 +168,14 @@ def _case(kind: str, key: Key, other: Key, message: bytes, pick: int) -> tuple[b
         k = _h(r, key.public, message) % L
         return key.public, message, r + (k * key.scalar % L).to_bytes(32, "little")
     if kind == "small-order key":
-        # A small-order key and R: [S]B = R + [k]A holds for S = 0 and R = -[k]A, sometimes
-        # the identity; both rules refuse such keys outright.
-        a = SMALL_ORDER[pick % 8]
-        r = _encode(IDENTITY)
-        return _encode(a), message, r + bytes(32)
+        # A small-order key A, R = [S]B: [8]([S]B - R - [k]A) is the identity for any message,
+        # so only the key check refuses it (libsodium's too).
+        s = 1 + pick % (L - 1)
+        return (
+            _encode(SMALL_ORDER[pick % 8]),
+            message,
+            _encode(_mul(s, BASE)) + s.to_bytes(32, "little"),
+        )
     if kind == "non-canonical key":
         # y + p for a y below 19 on the curve: a point encoded the wrong way.
         for y in range(2, 19):
