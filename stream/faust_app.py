@@ -180,6 +180,10 @@ class FaustJoinWorker:
             broker_session_timeout=c.session_timeout_ms / 1000,
             broker_heartbeat_interval=max(1.0, c.session_timeout_ms / 4000),
             broker_max_poll_records=c.max_records,
+            # A group that joins while the usage topic is missing from the metadata (just
+            # created, or a broker just restarted) is assigned nothing and rejoins only when a
+            # metadata refresh shows the topic: every 5 s, not aiokafka's default 5 minutes.
+            consumer_metadata_max_age_ms=5_000,
             stream_wait_empty=False,
         )
         usage = app.topic(
