@@ -125,6 +125,21 @@ fn verify_one(key: &[u8; KEY], message: &[u8], signature: &[u8; SIG]) -> bool {
     }
 }
 
+/// The `length` bytes at `data` (none when `length` is 0, whatever `data` is); None for a null
+/// pointer to bytes.
+///
+/// # Safety
+/// A non-null `data` points to `length` readable bytes that outlive the slice.
+unsafe fn bytes_at<'a>(data: *const u8, length: usize) -> Option<&'a [u8]> {
+    if length == 0 {
+        Some(&[])
+    } else if data.is_null() {
+        None
+    } else {
+        Some(slice::from_raw_parts(data, length))
+    }
+}
+
 /// # Safety
 /// `seed` points to 32 readable bytes, `out` to 32 writable bytes.
 #[no_mangle]
@@ -163,14 +178,12 @@ pub unsafe extern "C" fn royalty_ed25519_sign(
     length: usize,
     out: *mut u8,
 ) -> i32 {
-    if key.is_null() || out.is_null() || (message.is_null() && length > 0) {
+    let Some(message) = bytes_at(message, length) else {
+        return -1;
+    };
+    if key.is_null() || out.is_null() {
         return -1;
     }
-    let message = if length == 0 {
-        &[][..]
-    } else {
-        slice::from_raw_parts(message, length)
-    };
     let signature = (*key).sign(message).to_bytes();
     slice::from_raw_parts_mut(out, SIG).copy_from_slice(&signature);
     1
@@ -185,14 +198,12 @@ pub unsafe extern "C" fn royalty_ed25519_verify(
     length: usize,
     signature: *const u8,
 ) -> i32 {
-    if key.is_null() || signature.is_null() || (message.is_null() && length > 0) {
+    let Some(message) = bytes_at(message, length) else {
+        return -1;
+    };
+    if key.is_null() || signature.is_null() {
         return -1;
     }
-    let message = if length == 0 {
-        &[][..]
-    } else {
-        slice::from_raw_parts(message, length)
-    };
     verify_one(
         &*(key as *const [u8; KEY]),
         message,
@@ -227,13 +238,8 @@ pub unsafe extern "C" fn royalty_ed25519_verify_batch(
     let signatures = slice::from_raw_parts(signatures, count * SIG);
     let out = slice::from_raw_parts_mut(out, count);
     let total = ends[count - 1] as usize;
-    if total > 0 && messages.is_null() {
+    let Some(data) = bytes_at(messages, total) else {
         return -1;
-    }
-    let data = if total == 0 {
-        &[][..]
-    } else {
-        slice::from_raw_parts(messages, total)
     };
     let mut start = 0usize;
     let mut bounds = Vec::with_capacity(count);
