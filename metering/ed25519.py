@@ -21,6 +21,7 @@ import ctypes.util
 import os
 import threading
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -248,8 +249,8 @@ def native_library_path() -> Path:
 
 
 class NativeEd25519:
-    """Ed25519 through the engine's own library (`metering/native`: ed25519-dalek behind a C
-    ABI), with batch verification.
+    """Ed25519 through the engine's own library (`metering/native`: curve25519-dalek and
+    ed25519-dalek behind a C ABI), with batch verification.
 
     Single calls (signing, one verification: tens of µs) keep the GIL, like the OpenSSL
     backend; `verify_batch` releases it, so batches on several threads use several cores.
@@ -329,11 +330,7 @@ class NativeEd25519:
         if not chosen:
             return verdicts
         count = len(chosen)
-        ends = (ctypes.c_uint64 * count)()
-        total = 0
-        for j, i in enumerate(chosen):
-            total += len(items[i][1])
-            ends[j] = total
+        ends = (ctypes.c_uint64 * count)(*accumulate(len(items[i][1]) for i in chosen))
         out = ctypes.create_string_buffer(count)
         status = self._batch(
             count,

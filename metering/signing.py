@@ -345,16 +345,11 @@ def _verify_chunk(
 ) -> Callable[[list[tuple[int, bytes, bytes, bytes]]], list[bool]]:
     """Verify a chunk of `(index, key, payload, signature)` in one call when the backend
     verifies batches, one by one otherwise."""
-    if isinstance(backend, BatchVerifier):
-        batch = backend.verify_batch
-
-        def run_batch(chunk: list[tuple[int, bytes, bytes, bytes]]) -> list[bool]:
-            return batch([(key, payload, signature) for _, key, payload, signature in chunk])
-
-        return run_batch
+    batch = backend.verify_batch if isinstance(backend, BatchVerifier) else None
     verify = backend.verify
 
     def run(chunk: list[tuple[int, bytes, bytes, bytes]]) -> list[bool]:
-        return [verify(key, payload, signature) for _, key, payload, signature in chunk]
+        items = [(key, payload, signature) for _, key, payload, signature in chunk]
+        return batch(items) if batch is not None else [verify(*item) for item in items]
 
     return run

@@ -180,8 +180,8 @@ class WorkerConfig:
     connect_timeout_s: float = 120.0
     """How long `start()` keeps retrying, with backoff, while the broker is unreachable."""
     stall_s: float = 30.0
-    """Records waiting on an assigned partition that is not paused, and none fetched for this
-    long: the usage consumer is replaced by a new one (`KafkaJoinWorker.check_stalled`)."""
+    """Records waiting on an assigned partition, and none fetched for this long (back-pressure
+    aside): the usage consumer is replaced by a new one (`KafkaJoinWorker.check_stalled`)."""
 
 
 _UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, MetadataEmptyBrokerList)
