@@ -92,16 +92,18 @@ def _worker_accruals(url: str) -> list:  # type: ignore[type-arg]
 
 
 def _published_scenario(
-    system: System, chain: ChainHarness, pg_url: str, broker: KafkaBroker
+    system: System, chain: ChainHarness, pg_url: str, broker: KafkaBroker, *, usage: bool = True
 ) -> tuple[Script, Topics, stream_app.WorkerConfig]:
     """The scenario in fresh topics, its chain finalized past every usage time (nothing is
-    held), and a worker configuration for it."""
+    held), and a worker configuration for it; its usage messages produced unless `usage` is
+    False."""
     migrate.upgrade(pg_url)
     servers, topics = broker.bootstrap_servers, Topics.unique()
     script = build(system, chain)
     chain.advance_time(script.last_time - chain.now() + 5)
     index_into_topic(system, chain, pg_url, servers, topics.chain)
-    produce_usage(servers, topics.usage, script.messages)
+    if usage:
+        produce_usage(servers, topics.usage, script.messages)
     return script, topics, worker_config(script, servers, pg_url, system.manifest.chain_id, topics)
 
 

@@ -24,7 +24,7 @@ from settlement.chain import System
 from tests.contracts.contract_helpers import ChainHarness
 from tests.stream.scenario import build
 from tests.stream.test_embedded import _check
-from tests.stream.test_kafka_worker import _consumed
+from tests.stream.test_kafka_worker import _consumed, _published_scenario
 from tests.stream.worker_support import (
     ENGINES,
     Topics,
@@ -216,11 +216,8 @@ def test_a_usage_topic_missing_at_a_rebalance_is_consumed_once_it_is_back(
     nothing. The worker must see the topic within seconds (its metadata refresh) and rejoin,
     not sit idle until aiokafka's default five-minute refresh while records pile up (the faust
     worker did, at start and in the chaos test after a broker restart)."""
-    migrate.upgrade(pg_url)
-    servers, topics = kafka_broker.bootstrap_servers, Topics.unique()
-    script = build(st_system, st_chain)
-    st_chain.advance_time(script.last_time - st_chain.now() + 5)
-    index_into_topic(st_system, st_chain, pg_url, servers, topics.chain)
+    script, topics, _ = _published_scenario(st_system, st_chain, pg_url, kafka_broker, usage=False)
+    servers = kafka_broker.bootstrap_servers
     engine = create_engine(pg_url, poolclass=NullPool)
     worker = spawn_engine(
         module, script, servers, pg_url, st_system.manifest.chain_id, topics, tmp_path,
