@@ -15,18 +15,11 @@ replayer's cursor moves only over what Kafka acked. A replay may duplicate an ev
 acked it but the cursor had not moved yet, or a direct send that timed out was delivered
 late); duplicates keep their id and are removed downstream.
 
-Threads: the caller's (`submit` only queues), one direct sender (group commit to Kafka: it
-sends whatever queued up meanwhile as one batch and waits for its acks), one spool writer
-(group commit: one fsync per batch), one replayer. `publish` (asyncio callers: the gateway)
-instead sends from the caller's thread while events go straight to Kafka, and kafka-python's
-callback answers it: two thread hand-offs fewer per event, so less CPU per inference when the
-gateway is busy. Those answers reach the callers as asyncio futures settled in bulk on their
-event loop: one wake-up of the loop per produce response, not one per event. kafka-python's
-`send()` does not block while its 32 MiB buffer has room (tens of seconds of a busy gateway's
-events; records leave it at the delivery timeout). Such events are sent without waiting for the
-ones before, so when one fails, others sent before the failure was known may still be acked
-after it: the spool then holds an event older than one Kafka has (consumers order by event time
-and remove duplicates by id; none relies on arrival order).
+Threads: the caller's (`submit` and `publish` only queue), one direct sender (group commit to
+Kafka: it sends whatever queued up meanwhile as one batch and waits for its acks), one spool
+writer (group commit: one fsync per batch), one replayer. `publish` (asyncio callers: the
+gateway) is answered through asyncio futures settled in bulk on the caller's event loop: one
+wake-up of the loop per batch, not one per event.
 """
 
 from __future__ import annotations
@@ -37,7 +30,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Literal, Protocol, cast
 
@@ -67,10 +60,6 @@ class UsagePublisher(Protocol):
 
     def send_batch(self, records: Sequence[tuple[bytes, bytes]], timeout_s: float) -> int:
         """Send records in order, wait; return how many from the first were acked."""
-        ...
-
-    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
-        """Send one record without waiting; `done(acked)` once Kafka answered (any thread)."""
         ...
 
     def flush(self, timeout_s: float) -> None:
@@ -143,9 +132,8 @@ class _Single(_Pending):
 
 class _LoopAnswers:
     """Answers for the asyncio futures of one event loop, handed over from other threads in
-    bulk: one wake-up of the loop for all the answers that arrive together (kafka-python
-    answers a whole batch of records at once), instead of a `concurrent.futures.Future`, a
-    `wrap_future` and a wake-up per event."""
+    bulk: one wake-up of the loop for all the answers that arrive together (a batch's), instead
+    of a `concurrent.futures.Future`, a `wrap_future` and a wake-up per event."""
 
     __slots__ = ("_items", "_lock", "_loop")
 
@@ -184,7 +172,7 @@ class _LoopAnswers:
 
 
 class _Awaited(_Pending):
-    """An event `publish` sent: its caller awaits an asyncio future."""
+    """An event `publish` queued: its caller awaits an asyncio future."""
 
     __slots__ = ("answers", "waiter")
 
@@ -271,7 +259,6 @@ class DurableProducer:
         # answer with an empty spool, which also replays a previous run's spool first.
         self._spooling = True
         self._unspooled = 0  # events handed to the writer, not yet appended
-        self._inline = 0  # events `publish` sent straight to Kafka, not yet answered
         # Where `publish` answers its callers, per event loop (weakly: a loop that ends goes).
         self._answers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopAnswers]
         self._answers = weakref.WeakKeyDictionary()
@@ -316,10 +303,6 @@ class DurableProducer:
         self._direct.put(None)
         if self._threads:
             self._threads[0].join(self.delivery_timeout_s + timeout_s)
-        # So are those `publish` sent: Kafka answers each (kafka-python times them out).
-        deadline = time.monotonic() + self.delivery_timeout_s + timeout_s
-        while self._inline and time.monotonic() < deadline:
-            time.sleep(0.01)
         if drain_s > 0 and self.spool.pending_records + self._unspooled > 0:
             self.wait_drained(drain_s)
         self._stopping.set()
@@ -377,43 +360,14 @@ class DurableProducer:
                     self._direct.put(pending)
 
     async def publish(self, key: bytes, value: bytes) -> Delivery:
-        """`submit` for asyncio callers: returns once the event is durable. While events go
-        straight to Kafka, this one is sent from the caller's thread (see the module's
-        docstring)."""
+        """`submit` for asyncio callers: returns once the event is durable."""
         loop = asyncio.get_running_loop()
         answers = self._answers.get(loop)
         if answers is None:
             answers = self._answers.setdefault(loop, _LoopAnswers(loop))
         waiter: asyncio.Future[Delivery] = loop.create_future()
-        pending = _Awaited(key, value, answers, waiter)
-        with self._lock:
-            inline = self._accepting and not self._spooling
-            if inline:
-                self._inline += 1
-        if inline:
-            self.publisher.send_one(key, value, lambda acked: self._answered(pending, acked))
-        else:
-            self._enqueue([pending])
+        self._enqueue([_Awaited(key, value, answers, waiter)])
         return await waiter
-
-    def _answered(self, pending: _Pending, acked: bool) -> None:
-        """Kafka's answer for an event `publish` sent: acked, or to the spool with every
-        event after it (as `_send_direct` does)."""
-        if acked:
-            with self._lock:
-                self._inline -= 1
-            pending.ok("kafka")
-            return
-        with self._lock:
-            self._inline -= 1
-            was_direct = not self._spooling
-            self._spooling = True
-            self._unspooled += 1
-            self._writes.put(pending)
-        if self.metrics is not None:
-            self.metrics.kafka_errors.inc()
-        if was_direct:
-            log.warning("kafka did not ack; spooling events until it is back", failed=1)
 
     async def publish_many(self, records: Sequence[tuple[bytes, bytes]]) -> list[Delivery]:
         """`submit_many` for asyncio callers: returns once every event is durable."""

@@ -6,16 +6,19 @@ gateway must start and keep serving (into the spool) while Kafka is down. Once b
 producer survives broker restarts: its sender reconnects by itself.
 
 Events are sent in batches (`send_batch`): send them all, flush once, and report how many from
-the first were acked; or one at a time without waiting (`send_one`), with a callback once Kafka
-has answered. kafka-python's failures end up as that count or callback (and a log line);
-nothing above this module imports kafka.
+the first were acked. kafka-python's failures end up as that count (and a log line); nothing
+above this module imports kafka.
+
+Records go to the partition kafka-python's default partitioner (Java's) would pick for their key,
+`murmur2(key) % partitions`, computed here once per key and partition count and passed to
+`send()`: kafka-python hashes in pure Python on every send otherwise, about a fifth of its CPU
+per record with our short keys (model ids).
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,8 +26,11 @@ import structlog
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
 
 log = structlog.get_logger(__name__)
+
+_PARTITION_MEMO_MAX = 65_536
 
 
 @dataclass(frozen=True)
@@ -50,11 +56,8 @@ class KafkaUsagePublisher:
         self.config = config
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
-        self._topic_checked = False
-        # Producers that failed a `send_one`, to be closed off kafka-python's own thread, and
-        # those already closed (closing one fails its records again).
-        self._retired: list[Any] = []
-        self._discarded: weakref.WeakSet[Any] = weakref.WeakSet()
+        # (key, partition count) -> partition: keys are model ids, a few hundred at most.
+        self._partitions: dict[tuple[bytes, int], int] = {}
 
     def _producer_options(self) -> dict[str, Any]:
         c = self.config
@@ -105,7 +108,6 @@ class KafkaUsagePublisher:
         kafka-python answers `partitions_for` from its cache even while every broker is down,
         so the probe asks the cluster through an admin client instead.
         """
-        self._discard_retired()
         try:
             self._ensure_topic()
             with self._lock:
@@ -119,15 +121,18 @@ class KafkaUsagePublisher:
 
     def send_batch(self, records: Sequence[tuple[bytes, bytes]], timeout_s: float) -> int:
         """Send `records` in order and wait for them; return how many, from the first, Kafka
-        acked (the replayer may move its cursor over exactly those). Cheaper per record than
-        `send`: no callbacks, one flush."""
+        acked (the replayer may move its cursor over exactly those). No callbacks: one flush,
+        then each record's future is read."""
         producer = self._producer
         if producer is None:
             return 0
         futures = []
+        topic = self.config.topic
         try:
+            count = self._partition_count(producer)
             for key, value in records:
-                futures.append(producer.send(self.config.topic, key=key, value=value))
+                partition = self._partition(key, count)
+                futures.append(producer.send(topic, key=key, value=value, partition=partition))
             producer.flush(timeout=timeout_s)
         except (KafkaError, AssertionError, BufferError) as exc:
             log.warning("kafka batch send incomplete", error=str(exc))
@@ -140,46 +145,25 @@ class KafkaUsagePublisher:
             self._replace(producer)
         return acked
 
-    def send_one(self, key: bytes, value: bytes, done: Callable[[bool], None]) -> None:
-        """Send one record without waiting: `done(acked)` is called once Kafka has answered
-        for it (on kafka-python's network thread), or at once when it cannot be sent. A
-        failure retires the producer: the next `probe()` builds a fresh one (see `_replace`)."""
-        producer = self._producer
-        if producer is None:
-            done(False)
-            return
-        try:
-            future = producer.send(self.config.topic, key=key, value=value)
-        except (KafkaError, AssertionError, BufferError) as exc:
-            log.warning("kafka send failed", error=str(exc))
-            self._retire(producer)
-            done(False)
-            return
-        future.add_callback(lambda _metadata: done(True))
-        future.add_errback(lambda _error: self._failed_one(producer, done))
+    def _partition_count(self, producer: Any) -> int:
+        """How many partitions the topic has, from the producer's metadata (0 when none are
+        known: kafka-python then partitions by itself). Waits for the metadata as `send()`
+        would (`max_block_ms`) when the producer has none for the topic yet."""
+        known = producer.partitions_for(self.config.topic)
+        return len(known) if known else 0
 
-    def _failed_one(self, producer: Any, done: Callable[[bool], None]) -> None:
-        self._retire(producer)
-        done(False)
-
-    def _retire(self, producer: Any) -> None:
-        """Stop using a producer that failed a record; it is closed by the next `probe()` or
-        `close()`, never here: this may run on the producer's own network thread, which
-        closing it would wait for."""
-        with self._lock:
-            if self._producer is producer:
-                self._producer = None
-                log.warning("kafka producer replaced after a failed send")
-            if producer not in self._retired and producer not in self._discarded:
-                self._retired.append(producer)
-
-    def _discard_retired(self) -> None:
-        with self._lock:
-            retired, self._retired = self._retired, []
-            self._discarded.update(retired)
-        for producer in retired:
-            # What it still holds fails, and its senders spool it (see `send_one`).
-            discard_producer(producer)
+    def _partition(self, key: bytes, count: int) -> int | None:
+        """The partition of `key` among `count`, as kafka-python's default partitioner (and
+        Java's) picks it: murmur2 of the key, sign bit cleared, modulo the count."""
+        if count == 0:
+            return None
+        partition = self._partitions.get((key, count))
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            if len(self._partitions) >= _PARTITION_MEMO_MAX:
+                self._partitions.clear()
+            self._partitions[key, count] = partition
+        return partition
 
     def _replace(self, producer: Any) -> None:
         """Drop a producer that failed a batch; the next `probe()` builds a fresh one.
@@ -211,7 +195,6 @@ class KafkaUsagePublisher:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and close the producer."""
-        self._discard_retired()
         with self._lock:
             producer, self._producer = self._producer, None
         if producer is None:
@@ -220,7 +203,7 @@ class KafkaUsagePublisher:
             producer.close(timeout=timeout_s)
         except KafkaError as exc:
             # kafka-python's close() raises when its flush times out; what was not acked is
-            # still in the spool or will be spooled by its failure callback.
+            # in the spool (a batch not acked in full is spooled from its first unacked event).
             log.warning("kafka producer closed with events in flight", error=str(exc))
 
 
