@@ -88,7 +88,7 @@ from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from metering.kafka_usage_publisher import discard_producer
+from metering.kafka_usage_publisher import KeyPartitions, discard_producer
 from metering.keyfiles import load_key_ring
 from metering.signing import KeyRing
 from schemas.accrual import kafka_key as accrual_key
@@ -813,16 +813,26 @@ def decide_usage(
 def send_outcome(
     producer: KafkaProducer, config: WorkerConfig, outcome: PartitionOutcome
 ) -> list[Any]:
-    """Produce a batch's accruals and dead letters; the send futures, not yet acknowledged."""
+    """Produce a batch's accruals and dead letters; the send futures, not yet acknowledged.
+    Accruals (keyed by model id) go to the partition Kafka's default partitioner picks for
+    their key, computed once per key (`KeyPartitions`) rather than by kafka-python's partitioner
+    for every record; dead letters (keyed by usage id, each key once) are left to kafka-python."""
     c = config
-    futures = [
-        producer.send(c.accruals_topic, encode(a), key=accrual_key(a)) for a in outcome.accruals
-    ]
-    futures += [
-        producer.send(c.dead_letter_topic, encode(d), key=(d.usage_id or "").encode())
-        for d in outcome.letters
-    ]
+    futures: list[Any] = []
+    if outcome.accruals:
+        count = _OUTPUT_PARTITIONS.count(producer, c.accruals_topic)
+        for a in outcome.accruals:
+            key = accrual_key(a)
+            partition = _OUTPUT_PARTITIONS.of(key, count)
+            futures.append(producer.send(c.accruals_topic, encode(a), key, partition=partition))
+    for d in outcome.letters:
+        letter_key = (d.usage_id or "").encode()
+        futures.append(producer.send(c.dead_letter_topic, encode(d), key=letter_key))
     return futures
+
+
+_OUTPUT_PARTITIONS = KeyPartitions()
+"""Partitions of the `accruals` keys (model ids), for `send_outcome`."""
 
 
 def confirm_sent(producer: KafkaProducer | None, futures: list[Any]) -> None:

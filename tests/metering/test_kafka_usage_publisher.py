@@ -10,7 +10,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from deploy.local import KafkaBroker
-from metering.kafka_usage_publisher import KafkaPublisherConfig, KafkaUsagePublisher
+from metering.kafka_usage_publisher import (
+    KafkaPublisherConfig,
+    KafkaUsagePublisher,
+    KeyPartitions,
+)
 from tests.metering.harness import create_topic
 
 
@@ -20,16 +24,17 @@ from tests.metering.harness import create_topic
     [(b"", 681), (b"a", 524), (b"ab", 434), (b"abc", 107), (b"123456789", 566), (b"\x00 ", 742)],
 )
 def test_partition_of_a_key_is_the_java_clients(key: bytes, partition: int) -> None:
-    publisher = KafkaUsagePublisher(KafkaPublisherConfig("127.0.0.1:1", "t"))
-    assert publisher._partition(key, 1000) == partition
-    assert publisher._partition(key, 1000) == partition  # memoized: the same answer
+    partitions = KeyPartitions()
+    assert partitions.of(key, 1000) == partition
+    assert partitions.of(key, 1000) == partition  # memoized: the same answer
 
 
 def test_partition_follows_the_partition_count() -> None:
-    publisher = KafkaUsagePublisher(KafkaPublisherConfig("127.0.0.1:1", "t"))
-    by_count = {count: publisher._partition(b"123456789", count) for count in (1, 3, 7, 1000)}
+    partitions = KeyPartitions(max_keys=2)
+    by_count = {count: partitions.of(b"123456789", count) for count in (1, 3, 7, 1000)}
     assert by_count == {1: 0, 3: 0, 7: 1, 1000: 566}
-    assert publisher._partition(b"1", 0) is None  # unknown: kafka-python partitions itself
+    assert partitions.of(b"1", 0) is None  # unknown: kafka-python partitions itself
+    assert len(partitions._memo) <= 2
 
 
 def _partitions_by_key(bootstrap: str, topic: str, expected: int) -> dict[bytes, set[int]]:

@@ -14,12 +14,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.pool import NullPool
 
 import stream.app as stream_app
 from deploy.local import KafkaBroker
+from metering.kafka_usage_publisher import KeyPartitions
 from schemas import migrate
+from schemas.accrual import Accrual
+from schemas.codec import decode
 from schemas.engine import create_engine
 from schemas.tables import metadata
 from settlement.chain import System
@@ -91,6 +95,20 @@ def _worker_accruals(url: str) -> list:  # type: ignore[type-arg]
     return sorted(accruals, key=lambda a: a.usage_id)
 
 
+def _accrual_messages(servers: str, topic: str) -> tuple[int, list[tuple[int, bytes, Accrual]]]:
+    """The `accruals` topic: its partition count, and every message as (partition, key,
+    accrual)."""
+    consumer = KafkaConsumer(bootstrap_servers=servers.split(","), consumer_timeout_ms=1000)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        messages = [(m.partition, m.key, decode(Accrual, m.value)) for m in consumer]
+        return len(partitions), messages
+    finally:
+        consumer.close()
+
+
 def _published_scenario(
     system: System, chain: ChainHarness, pg_url: str, broker: KafkaBroker, *, usage: bool = True
 ) -> tuple[Script, Topics, stream_app.WorkerConfig]:
@@ -153,6 +171,14 @@ def test_worker_matches_scenario_and_embedded_runner(
     engine.dispose()
     embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
     assert _worker_accruals(pg_url) == embedded
+    # The `accruals` topic: every accrual (at least once), keyed by model id, on the partition
+    # Kafka's default partitioner picks for that key.
+    count, messages = _accrual_messages(servers, topics.accruals)
+    assert {a.usage_id for _, _, a in messages} == {a.usage_id for a in embedded}
+    assert count > 1
+    for partition, key, accrual in messages:
+        assert key == str(accrual.model_id).encode()
+        assert partition == KeyPartitions().of(key, count)
 
 
 def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
