@@ -144,3 +144,40 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     finally:
         worker.close()
         engine.dispose()
+
+
+def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
+    kafka_broker: KafkaBroker, sqlite_url: str
+) -> None:
+    """The group consumer faust builds for the worker fetches with `FETCH_MAX_WAIT_MS`, not
+    faust's 1,500 ms: a fetch that asks only for an idle partition holds up the busy ones'
+    next fetch (aiokafka sends one at a time per broker) for that long."""
+    import asyncio
+
+    import stream.faust_app as faust_app
+    from metering.signing import KeyRing
+    from stream.app import WorkerConfig
+    from stream.epochs import EpochClock
+
+    t = Topics.unique()
+    config = WorkerConfig(
+        bootstrap_servers=kafka_broker.bootstrap_servers, db_url=sqlite_url, chain_id=31337,
+        key_ring=KeyRing(), clock=EpochClock(60, 0), usage_topic=t.usage, chain_topic=t.chain,
+        accruals_topic=t.accruals, dead_letter_topic=t.dead_letter, group_id=t.group,
+        component=t.component,
+    )  # fmt: skip
+    worker = faust_app.FaustJoinWorker(config)
+
+    async def started_fetcher_wait() -> int:
+        thread = worker.app.consumer._new_consumer_thread()
+        consumer = thread._create_worker_consumer(worker.app.transport)
+        await consumer.start()
+        try:
+            return int(consumer._fetcher._fetch_max_wait_ms)
+        finally:
+            await consumer.stop()
+
+    try:
+        assert asyncio.run(started_fetcher_wait()) == faust_app.FETCH_MAX_WAIT_MS < 1500
+    finally:
+        worker.close()
