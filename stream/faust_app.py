@@ -25,8 +25,11 @@ consumer offsets, exactly as in `stream.app`:
   (`app.consumer.seek`), so only a few already-decided records are read again. A batch that
   starts AFTER checkpoint + 1 (records lost in flight, e.g. by a revoked and reassigned
   partition) is not decided: the partition is sought back to checkpoint + 1. Three gaps in a
-  row at the same position are taken for real holes in the offsets (transaction markers) and
-  decided.
+  row at the same position, starting at the same offset each time, are taken for a real hole
+  in the offsets (transaction markers) and decided. A seek does not empty faust's stream
+  buffer: the records it had queued past a sought-back position still arrive first, each take
+  starting further on than the last. Those are gaps at ever new offsets, never decided: the
+  partition is sought back again until the records read from the checkpoint arrive.
 - **Database: exactly once in effect; `accruals` / `usage.dead-letter`: at least once.** As in
   `stream.app`: compare-and-set checkpoint, outputs acknowledged before the commit. A batch
   whose checkpoint moved under it (`CheckpointConflict`, another worker owns the partition now)
@@ -98,7 +101,8 @@ from stream.topic_chain_view import TopicChainView
 log = structlog.get_logger("royalty.worker.faust")
 
 GAP_RETRIES = 3
-"""Seeks back to checkpoint + 1 before a hole in the offsets is taken as real."""
+"""Gaps in a row starting at the same offset (each followed by a seek back to checkpoint + 1)
+before that hole in the offsets is taken as real."""
 
 FETCH_MAX_WAIT_MS = 100
 """How long the broker may hold a usage fetch that finds no records (faust's own: 1,500 ms).
@@ -138,10 +142,12 @@ class _Decided:
 
 @dataclass(frozen=True)
 class _Seek:
-    """Not decided: position the partition at `offset` (a gap, or only stale records)."""
+    """Not decided: position the partition at `offset` (a gap starting at `first`, or only
+    stale records)."""
 
     offset: int
     gap: bool
+    first: int = -1
 
 
 @dataclass(frozen=True)
@@ -182,7 +188,9 @@ class FaustJoinWorker:
         """Held events per assigned usage partition, as committed (absent: not known yet)."""
         self._next: dict[TP, int] = {}
         """Per partition, the first offset not decided yet (absent: ask the checkpoint)."""
-        self._gaps: dict[TP, int] = defaultdict(int)
+        self._gaps: dict[TP, tuple[int, int]] = {}
+        """Per partition, the first offset of its last gap, and how many gaps in a row started
+        there."""
         self._tried_at_block: dict[TP, int] = {}
         self._batch_lock = asyncio.Lock()
         self._view_lock = threading.Lock()
@@ -336,14 +344,15 @@ class FaustJoinWorker:
         commit them together."""
         async with self._batch_lock:
             assignment = self.app.consumer.assignment()
-            items: list[tuple[TP, list[Message], bool]] = []
+            items: list[tuple[TP, list[Message], int | None]] = []
             for tp, batch in batches.items():
                 if tp not in assignment:
                     continue  # revoked while queued: its new owner decides it
                 fresh = _increasing(batch, self._next.get(tp))
                 if batch and not fresh:
                     continue  # only records already decided (read again after a seek)
-                items.append((tp, fresh, self._gaps[tp] >= GAP_RETRIES - 1))
+                first, gaps = self._gaps.get(tp, (-1, 0))
+                items.append((tp, fresh, first if gaps >= GAP_RETRIES - 1 else None))
             if not items:
                 return
             assert self.chain is not None
@@ -370,10 +379,17 @@ class FaustJoinWorker:
             self._forget(tp)
             return
         if isinstance(result, _Seek):
-            gaps = self._gaps[tp]
-            self._gaps[tp] = gaps + 1 if result.gap else 0
             if result.gap:
-                log.warning("gap in usage offsets; seeking back", partition=str(tp))
+                first, gaps = self._gaps.get(tp, (-1, 0))
+                self._gaps[tp] = (result.first, gaps + 1 if first == result.first else 1)
+                log.warning(
+                    "gap in usage offsets; seeking back",
+                    partition=str(tp),
+                    checkpoint_next=result.offset,
+                    batch_starts_at=result.first,
+                )
+            else:
+                self._gaps.pop(tp, None)
             self._next[tp] = result.offset
             await self.app.consumer.seek(tp, result.offset)
             return
@@ -386,10 +402,11 @@ class FaustJoinWorker:
         DECIDED.labels("rejected").inc(len(outcome.letters))
 
     def _decide(
-        self, items: Sequence[tuple[TP, list[Message], bool]]
+        self, items: Sequence[tuple[TP, list[Message], int | None]]
     ) -> dict[TP, _Decided | _Seek | _Conflict]:
-        """In the executor: one transaction for a take's partition batches (each with whether
-        a gap before it is accepted), outputs acknowledged before the commit.
+        """In the executor: one transaction for a take's partition batches (each with the
+        offset where a hole before it is accepted, if any), outputs acknowledged before the
+        commit.
 
         A partition whose batch cannot be decided yet (stale records, a gap) gets a `_Seek`
         and the others go on. A moved checkpoint drops its partition's batch (`_Conflict`);
@@ -404,7 +421,7 @@ class FaustJoinWorker:
             store = SqlAlchemyAccrualStore(connection)
             tp: TP | None = None
             try:
-                for tp, batch, accept_gap in items:
+                for tp, batch, hole_at in items:
                     component = checkpoint_component(self.config.component, tp.topic, tp.partition)
                     position, _ = store.load_position(component)
                     positions[tp] = position.offset
@@ -412,8 +429,8 @@ class FaustJoinWorker:
                     if batch and not fresh:
                         results[tp] = _Seek(position.offset + 1, gap=False)
                         continue
-                    if fresh and fresh[0][0] > position.offset + 1 and not accept_gap:
-                        results[tp] = _Seek(position.offset + 1, gap=True)
+                    if fresh and fresh[0][0] > position.offset + 1 and fresh[0][0] != hole_at:
+                        results[tp] = _Seek(position.offset + 1, gap=True, first=fresh[0][0])
                         continue
                     results[tp] = _Decided(
                         decide_usage(
@@ -488,7 +505,7 @@ class FaustJoinWorker:
 
 
 def _rolled_back(
-    items: Sequence[tuple[TP, list[Message], bool]],
+    items: Sequence[tuple[TP, list[Message], int | None]],
     positions: Mapping[TP, int],
     conflict: TP | None,
 ) -> dict[TP, _Decided | _Seek | _Conflict]:

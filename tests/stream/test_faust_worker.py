@@ -138,7 +138,7 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
         # Read again (a seek delivered them twice): nothing is decided twice; a partition
         # whose batch starts past its checkpoint + 1 is sought back, the other one decided.
         again = worker._decide([(p0, [(1, b"[]"), (2, b"{")], False), (p1, [(5, b"x")], False)])
-        assert again[p1] == faust_app._Seek(1, gap=True)
+        assert again[p1] == faust_app._Seek(1, gap=True, first=5)
         assert isinstance(again[p0], faust_app._Decided)
         assert decided_count(engine) == (0, 4)
     finally:
@@ -181,3 +181,80 @@ def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
         assert asyncio.run(started_fetcher_wait()) == faust_app.FETCH_MAX_WAIT_MS < 1500
     finally:
         worker.close()
+
+
+def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
+    kafka_broker: KafkaBroker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rolled-back take seeks its partitions back to their checkpoints, but faust keeps the
+    records it had already queued past them: the next takes still start further on (10, 20,
+    30, ...), as if offsets were missing. Those are not holes: a hole starts every retry at the
+    same offset. Only three gaps at the same offset are decided; records queued before a seek
+    are read again from the checkpoint, and every offset is decided once. A real hole (every
+    read from the checkpoint starts at the same offset past it) is decided the third time."""
+    import asyncio
+
+    from faust.types import TP
+    from kafka.errors import KafkaTimeoutError
+
+    import stream.faust_app as faust_app
+    from metering.signing import KeyRing
+    from stream.app import WorkerConfig
+    from stream.epochs import EpochClock
+    from stream.topic_chain_view import TopicChainView
+
+    migrate.upgrade(sqlite_url)
+    t = Topics.unique()
+    config = WorkerConfig(
+        bootstrap_servers=kafka_broker.bootstrap_servers, db_url=sqlite_url, chain_id=31337,
+        key_ring=KeyRing(), clock=EpochClock(60, 0), usage_topic=t.usage, chain_topic=t.chain,
+        accruals_topic=t.accruals, dead_letter_topic=t.dead_letter, group_id=t.group,
+        component=t.component,
+    )  # fmt: skip
+    faust_app.ensure_topics(config)
+    worker = faust_app.FaustJoinWorker(config)
+    worker.chain = TopicChainView(31337, 1)
+    tp = TP(t.usage, 0)
+    sought: list[tuple[int, int]] = []
+
+    async def seek(partition: TP, offset: int) -> None:
+        sought.append((partition.partition, offset))
+
+    holed = TP(t.usage, 1)
+    monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {tp, holed})
+    monkeypatch.setattr(worker.app.consumer, "seek", seek)
+    real_confirm = faust_app.confirm_sent
+
+    def unacknowledged(_producer: object, futures: list[object]) -> None:
+        raise KafkaTimeoutError("outputs not acknowledged (injected)")
+
+    def take(first: int, last: int) -> dict[TP, list[tuple[int, bytes]]]:
+        # Malformed events: dead letters, no chain state needed.
+        return {tp: [(offset, b"{bad") for offset in range(first, last + 1)]}
+
+    async def scenario() -> None:
+        monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
+        await worker.process(take(0, 9))  # rolled back: back to offset 0
+        monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
+        # What faust had queued before the seek, then what it reads from offset 0 again.
+        for first in range(10, 60, 10):
+            await worker.process(take(first, first + 9))
+        for first in range(0, 60, 10):
+            await worker.process(take(first, first + 9))
+        # A real hole: offsets 0-4 of the other partition do not exist (transaction markers),
+        # so every read from its checkpoint starts at 5. The third time it is decided.
+        for _ in range(faust_app.GAP_RETRIES):
+            assert decided_count(engine)[1] == 60
+            await worker.process({holed: [(offset, b"{bad") for offset in range(5, 8)]})
+
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    try:
+        asyncio.run(scenario())
+        assert decided_count(engine) == (0, 63)
+        assert_each_usage_id_once(engine)
+        # Back to offset 0: after the rollback, after each of the five stale takes, and twice
+        # at the hole before it is taken for real.
+        assert sought == [(0, 0)] * 6 + [(1, 0)] * (faust_app.GAP_RETRIES - 1)
+    finally:
+        worker.close()
+        engine.dispose()
