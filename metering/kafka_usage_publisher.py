@@ -19,7 +19,7 @@ against 0.8 µs for a send that names its partition.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +48,20 @@ class KeyPartitions:
         has none for the topic yet."""
         known = producer.partitions_for(topic)
         return len(known) if known else 0
+
+    def send(
+        self,
+        producer: Any,
+        topic: str,
+        records: Iterable[tuple[bytes, bytes]],
+        sent: list[Any],
+    ) -> None:
+        """Send `(key, value)` records to `topic`, each to its key's partition, appending
+        each send's future to `sent` as it goes (so that a send that raises leaves the
+        futures of those before it there)."""
+        count = self.count(producer, topic)
+        for key, value in records:
+            sent.append(producer.send(topic, key=key, value=value, partition=self.of(key, count)))
 
     def of(self, key: bytes, count: int) -> int | None:
         """The partition of `key` among `count` (None when `count` is 0: kafka-python then
@@ -155,13 +169,9 @@ class KafkaUsagePublisher:
         producer = self._producer
         if producer is None:
             return 0
-        futures = []
-        topic = self.config.topic
+        futures: list[Any] = []
         try:
-            count = self._partitions.count(producer, topic)
-            for key, value in records:
-                partition = self._partitions.of(key, count)
-                futures.append(producer.send(topic, key=key, value=value, partition=partition))
+            self._partitions.send(producer, self.config.topic, records, futures)
             producer.flush(timeout=timeout_s)
         except (KafkaError, AssertionError, BufferError) as exc:
             log.warning("kafka batch send incomplete", error=str(exc))

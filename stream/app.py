@@ -820,11 +820,8 @@ def send_outcome(
     c = config
     futures: list[Any] = []
     if outcome.accruals:
-        count = _OUTPUT_PARTITIONS.count(producer, c.accruals_topic)
-        for a in outcome.accruals:
-            key = accrual_key(a)
-            partition = _OUTPUT_PARTITIONS.of(key, count)
-            futures.append(producer.send(c.accruals_topic, encode(a), key, partition=partition))
+        accruals = ((accrual_key(a), encode(a)) for a in outcome.accruals)
+        _OUTPUT_PARTITIONS.send(producer, c.accruals_topic, accruals, futures)
     for d in outcome.letters:
         letter_key = (d.usage_id or "").encode()
         futures.append(producer.send(c.dead_letter_topic, encode(d), key=letter_key))
