@@ -188,12 +188,13 @@ def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
 def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
     kafka_broker: KafkaBroker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A rolled-back take seeks its partitions back to their checkpoints, but faust keeps the
-    records it had already queued past them: the next takes still start further on (10, 20,
-    30, ...), as if offsets were missing. Those are not holes: a hole starts every retry at the
-    same offset. Only three gaps at the same offset are decided; records queued before a seek
-    are read again from the checkpoint, and every offset is decided once. A real hole (every
-    read from the checkpoint starts at the same offset past it) is decided the third time."""
+    """A rolled-back take seeks its partitions back to their checkpoints, but fetches already
+    on their way still deliver records from past them: the next takes still start further on
+    (10, 20, 30, ...), as if offsets were missing. Those are not holes: a hole starts every
+    retry at the same offset. Only three gaps at the same offset are decided; records fetched
+    before a seek are read again from the checkpoint, and every offset is decided once. A real
+    hole (every read from the checkpoint starts at the same offset past it) is decided the
+    third time."""
     import asyncio
 
     from faust.types import TP
@@ -230,7 +231,7 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
         monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
         await worker.process(take(0, 9))  # rolled back: back to offset 0
         monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
-        # What faust had queued before the seek, then what it reads from offset 0 again.
+        # What was fetched before the seek, then what is read from offset 0 again.
         for first in range(10, 60, 10):
             await worker.process(take(first, first + 9))
         for first in range(0, 60, 10):
