@@ -88,7 +88,7 @@ from sqlalchemy.engine import Connection, Engine, RootTransaction, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from metering.kafka_usage_publisher import KeyPartitions, discard_producer
+from metering.kafka_usage_publisher import LEAN_CLIENT, KeyPartitions, discard_producer
 from metering.keyfiles import load_key_ring
 from metering.signing import KeyRing
 from schemas.accrual import kafka_key as accrual_key
@@ -129,6 +129,7 @@ PRODUCER_SETTINGS: dict[str, Any] = {
     "linger_ms": 1_000,
     "batch_size": 1024 * 1024,
     "max_request_size": 8 * 1024 * 1024,
+    **LEAN_CLIENT,
 }
 """The output producer's settings (both engines): acknowledged by all replicas, idempotent."""
 
@@ -343,6 +344,7 @@ class KafkaJoinWorker:
                 fetch_max_bytes=_FETCH_MAX_BYTES,
                 max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
                 bootstrap_timeout_ms=_bootstrap_ms(left),
+                **LEAN_CLIENT,
             ),
         )
         partitions = [TopicPartition(c.chain_topic, p) for p in range(chain_partitions)]
@@ -378,6 +380,7 @@ class KafkaJoinWorker:
                 # A group joined before the topic's metadata arrived is assigned nothing, and
                 # rejoins only at the next metadata refresh: keep that refresh short.
                 metadata_max_age_ms=5_000,
+                **LEAN_CLIENT,
                 bootstrap_timeout_ms=_bootstrap_ms(left),
             ),
         )
