@@ -290,6 +290,13 @@ BENCHES = (
     Bench("indexer", "indexer_bench.py", (), ("--events", "20000", "--runs", "1"), _indexer),
     Bench("metering", "metering_bench.py", (), ("--requests", "500", "--rounds", "1"), _metering),
     Bench(
+        "kafka-roundtrip",
+        "kafka_roundtrip_bench.py",
+        (),
+        ("--trips", "500", "--rounds", "1"),
+        _generic("kafka-roundtrip"),
+    ),
+    Bench(
         "settlement",
         "settlement_bench.py",
         (),

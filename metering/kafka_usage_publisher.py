@@ -34,10 +34,11 @@ log = structlog.get_logger(__name__)
 
 LEAN_CLIENT: dict[str, Any] = {"metrics_enabled": False}
 """kafka-python client options for every producer and consumer of metering and the workers:
-no client-side metrics. Nothing reads them, and recording them cost about 150 µs of CPU per
-produce request: a single event's produce-and-acknowledge round trip took 0.88-1.04 ms and
-660-770 µs of CPU with them, 0.70-0.91 ms and 520-560 µs without (same broker, alternated
-runs). The gateway waits for one on every inference."""
+no client-side metrics. Nothing reads them, and recording them costs CPU on every request:
+a single event's produce-and-acknowledge round trip, which the gateway waits for on every
+inference, took 570 µs of CPU with them and 522 µs without in the saved run of
+`bench/kafka_roundtrip_bench.py` (0.70 and 0.65 ms p50), and 660-770 against 520-560 µs in
+earlier alternated runs while the machine was slower."""
 
 
 class KeyPartitions:
