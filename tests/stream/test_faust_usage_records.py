@@ -17,6 +17,7 @@ from faust.types import TP
 
 import stream.faust_app as faust_app
 from stream.faust_app import FaustJoinWorker, UsageRecords
+from tests.stream.worker_support import Topics, keyless_worker_config
 
 
 class _Record(NamedTuple):  # the fields of aiokafka's ConsumerRecord the join reads
@@ -84,17 +85,9 @@ def test_waiters_wake_on_records_and_on_space() -> None:
 
 @pytest.fixture
 def worker(tmp_path: Path) -> Iterator[FaustJoinWorker]:
-    from metering.signing import KeyRing
-    from stream.app import WorkerConfig
-    from stream.epochs import EpochClock
-
-    config = WorkerConfig(
-        bootstrap_servers="127.0.0.1:9", db_url=f"sqlite:///{tmp_path / 'w.db'}", chain_id=1,
-        key_ring=KeyRing(), clock=EpochClock(60, 0), usage_topic="usage", chain_topic="chain",
-        accruals_topic="accruals", dead_letter_topic="dead", group_id="g", component="c",
-        max_records=3,
-    )  # fmt: skip
-    built = FaustJoinWorker(config)
+    topics = Topics("usage", "chain", "accruals", "dead", "g", "c")
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    built = FaustJoinWorker(keyless_worker_config("127.0.0.1:9", url, topics, max_records=3))
     try:
         yield built
     finally:

@@ -6,7 +6,6 @@ restart: `test_kafka_worker.py` and `test_worker_rebalance.py`, on both engines.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.pool import NullPool
@@ -25,30 +24,14 @@ from tests.stream.worker_support import (
     decided_count,
     expected_totals,
     index_into_topic,
+    keyless_worker_config,
     produce_usage,
     spawn_engine,
     stop,
     wait_for,
 )
 
-if TYPE_CHECKING:
-    from stream.app import WorkerConfig
-
 pytestmark = [pytest.mark.kafka, pytest.mark.anvil, pytest.mark.postgres, pytest.mark.slow]
-
-
-def _sqlite_worker_config(broker: KafkaBroker, url: str, t: Topics) -> WorkerConfig:
-    """A worker configuration on `url` for the topics of `t` (no keys: every event is bad)."""
-    from metering.signing import KeyRing
-    from stream.app import WorkerConfig
-    from stream.epochs import EpochClock
-
-    return WorkerConfig(
-        bootstrap_servers=broker.bootstrap_servers, db_url=url, chain_id=31337,
-        key_ring=KeyRing(), clock=EpochClock(60, 0), usage_topic=t.usage, chain_topic=t.chain,
-        accruals_topic=t.accruals, dead_letter_topic=t.dead_letter, group_id=t.group,
-        component=t.component,
-    )  # fmt: skip
 
 
 def test_faust_worker_matches_scenario_and_embedded_runner(
@@ -121,7 +104,7 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
 
     migrate.upgrade(sqlite_url)
     t = Topics.unique()
-    config = _sqlite_worker_config(kafka_broker, sqlite_url, t)
+    config = keyless_worker_config(kafka_broker.bootstrap_servers, sqlite_url, t)
     faust_app.ensure_topics(config)  # what the worker does first
     worker = faust_app.FaustJoinWorker(config)
     worker.chain = TopicChainView(31337, 1)
@@ -167,7 +150,7 @@ def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
     import stream.faust_app as faust_app
 
     t = Topics.unique()
-    config = _sqlite_worker_config(kafka_broker, sqlite_url, t)
+    config = keyless_worker_config(kafka_broker.bootstrap_servers, sqlite_url, t)
     worker = faust_app.FaustJoinWorker(config)
 
     async def started_fetcher_wait() -> int:
@@ -205,7 +188,7 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
 
     migrate.upgrade(sqlite_url)
     t = Topics.unique()
-    config = _sqlite_worker_config(kafka_broker, sqlite_url, t)
+    config = keyless_worker_config(kafka_broker.bootstrap_servers, sqlite_url, t)
     faust_app.ensure_topics(config)
     worker = faust_app.FaustJoinWorker(config)
     worker.chain = TopicChainView(31337, 1)

@@ -17,37 +17,22 @@ from sqlalchemy.pool import NullPool
 import stream.app as stream_app
 from deploy.local import KafkaBroker
 from deploy.local.process import free_port
-from metering.signing import KeyRing
 from schemas import migrate
 from schemas.engine import create_engine
 from stream.app import KafkaJoinWorker, WorkerConfig, until_reachable
-from stream.epochs import EpochClock
 from stream.errors import BrokerUnavailable, Retryable
 from tests.stream.worker_support import (
     ThreadWorker,
     Topics,
     decided_count,
+    keyless_worker_config,
     produce_usage,
     wait_for,
 )
 
 
 def _config(servers: str, url: str, timeout_s: float) -> WorkerConfig:
-    t = Topics.unique()
-    return WorkerConfig(
-        bootstrap_servers=servers,
-        db_url=url,
-        chain_id=31337,
-        key_ring=KeyRing(),
-        clock=EpochClock(60, 0),
-        usage_topic=t.usage,
-        chain_topic=t.chain,
-        accruals_topic=t.accruals,
-        dead_letter_topic=t.dead_letter,
-        group_id=t.group,
-        component=t.component,
-        connect_timeout_s=timeout_s,
-    )
+    return keyless_worker_config(servers, url, Topics.unique(), connect_timeout_s=timeout_s)
 
 
 def test_until_reachable_retries_then_gives_up() -> None:

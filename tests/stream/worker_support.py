@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from kafka import KafkaProducer
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from indexer.publisher import KafkaChainConfig, KafkaChainPublisher
 from metering.keyfiles import write_json_atomic
+from metering.signing import KeyRing
 from schemas.tables import metadata
 from settlement.chain import System
 from stream.app import KafkaJoinWorker, WorkerConfig
@@ -113,6 +115,18 @@ def worker_config(script: Script, servers: str, url: str, chain_id: int, t: Topi
         max_records=5,
         poll_ms=50,
     )
+
+
+def keyless_worker_config(servers: str, url: str, t: Topics, **overrides: Any) -> WorkerConfig:
+    """A worker configuration for the topics of `t` with no keys (every event is rejected):
+    for tests of the worker's plumbing rather than of the join."""
+    settings: dict[str, Any] = {
+        "bootstrap_servers": servers, "db_url": url, "chain_id": 31337, "key_ring": KeyRing(),
+        "clock": EpochClock(60, 0), "usage_topic": t.usage, "chain_topic": t.chain,
+        "accruals_topic": t.accruals, "dead_letter_topic": t.dead_letter, "group_id": t.group,
+        "component": t.component,
+    }  # fmt: skip
+    return WorkerConfig(**(settings | overrides))
 
 
 class ThreadWorker:
