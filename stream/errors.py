@@ -42,3 +42,8 @@ class CheckpointConflict(Retryable):
 class BrokerUnavailable(Retryable):
     """No Kafka broker answered before the deadline (the worker retried with backoff until
     then); restarting later, once the broker is back, is the remedy."""
+
+
+class OutputsNotAcknowledged(Retryable):
+    """Kafka did not acknowledge every output of a batch (a broker down or restarting): the
+    batch is rolled back and read again from its checkpoint."""

@@ -8,10 +8,12 @@ task (`_join_usage`) takes what has queued, splits it by partition and decides a
 partition batches with `stream.partition_batch.decide_partition_batch` in ONE database
 transaction (each partition's checkpoint compare-and-set, as always), publishing accruals and
 dead letters (`acks=all`, idempotent producer) and waiting for their acknowledgement BEFORE the
-one commit, as `stream.app` does per poll. The database work and the producer calls are
-blocking: they run in a thread executor, so the event loop keeps fetching the next records and
-heartbeating the group while a take is decided; one lock serialises the takes (the usage
-task's and the held-event retries') and the folding of the chain.
+one commit, as `stream.app` does per poll. The database work is blocking: it runs in a thread
+executor, so the event loop keeps fetching the next records and heartbeating the group while a
+take is decided; one lock serialises the takes (the usage task's and the held-event retries')
+and the folding of the chain. The outputs go out through aiokafka on the event loop
+(`stream.loop_outputs`): the join's thread hands a take's encoded records over once and waits
+for their acknowledgement; at shutdown the take in flight finishes before the producer stops.
 
 Why not an agent on a faust stream: that path costs a message object, an event, a queue hand-off,
 a take-buffer processor and a pair of tasks awaited for every record, about 100 µs of the event
@@ -76,27 +78,24 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AIOTopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Engine
 
-from metering.kafka_usage_publisher import discard_producer
+from schemas.accrual import kafka_key as accrual_key
+from schemas.codec import encode
 from stream.app import (
     DECIDED,
     FINALIZED_BLOCK,
     HELD,
-    PRODUCER_SETTINGS,
     REGISTRY,
     WorkerConfig,
-    confirm_sent,
     decide_usage,
     freeze_startup_objects,
-    send_outcome,
     worker_engine,
 )
 from stream.app import config_from_args as app_config_from_args
-from stream.errors import CheckpointConflict
+from stream.errors import CheckpointConflict, OutputsNotAcknowledged
+from stream.loop_outputs import LoopOutputProducer, Outputs
 from stream.partition_batch import (
     Message,
     PartitionOutcome,
@@ -296,7 +295,13 @@ class FaustJoinWorker:
         self._view_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="faust-join")
         self.usage = UsageRecords(config.usage_topic, limit=4 * config.max_records)
-        self._producer: KafkaProducer | None = None
+        self.outputs = LoopOutputProducer(
+            config.bootstrap_servers,
+            accruals_topic=config.accruals_topic,
+            dead_letter_topic=config.dead_letter_topic,
+            client_id=f"{config.client_id}-out",
+        )
+        self._stopping = False
         self._datadir = tempfile.TemporaryDirectory(prefix="royalty-faust-")
         self.app = self._build_app()
 
@@ -341,6 +346,7 @@ class FaustJoinWorker:
         app.timer(poll_s)(self._retry_held)
         app.on_partitions_assigned.connect(cast(Any, self._on_assigned))
         app.on_partitions_revoked.connect(cast(Any, self._on_revoked))
+        app.on_before_shutdown.connect(cast(Any, self._on_shutdown))
         return app
 
     async def _on_assigned(self, _sender: Any, *args: Any, **_: Any) -> None:
@@ -354,6 +360,12 @@ class FaustJoinWorker:
         for tp in revoked:
             self._forget(tp)
         HELD.set(sum(self.held.values()))
+
+    async def _on_shutdown(self, _sender: Any, **_: Any) -> None:
+        """Let the take in flight finish (its outputs need the producer), then stop producing."""
+        self._stopping = True
+        async with self._batch_lock:
+            await self.outputs.close()
 
     async def _join_usage(self) -> None:
         """Decide the usage records as they queue up, a take of at most `max_records` at a
@@ -446,6 +458,8 @@ class FaustJoinWorker:
         """Decide one take's partition batches (empty ones: only their held events) and
         commit them together."""
         async with self._batch_lock:
+            if self._stopping:
+                return
             assignment = self.app.consumer.assignment()
             items: list[tuple[TP, list[Message], int | None]] = []
             for tp, batch in batches.items():
@@ -461,6 +475,7 @@ class FaustJoinWorker:
             assert self.chain is not None
             block = self.chain.finalized_block
             loop = asyncio.get_running_loop()
+            self.outputs.attach(loop)
             try:
                 results = await loop.run_in_executor(self._executor, self._decide, items)
             except Exception as exc:
@@ -517,7 +532,7 @@ class FaustJoinWorker:
         that, or outputs Kafka did not acknowledge, rolls the whole take back and seeks every
         other partition of it back to its checkpoint."""
         assert self.chain is not None
-        sent: list[Any] = []
+        outputs = Outputs()
         results: dict[TP, _Decided | _Seek | _Conflict] = {}
         positions: dict[TP, int] = {}  # checkpoint offset of each partition looked at
         with self._view_lock, self.engine.connect() as connection:
@@ -543,7 +558,7 @@ class FaustJoinWorker:
                             component,
                             fresh,
                             self.chain.view,
-                            lambda decided: sent.extend(self._send(decided)),
+                            lambda decided: self._collect(outputs, decided),
                         )
                     )
                 tp = None
@@ -551,39 +566,31 @@ class FaustJoinWorker:
                     transaction.rollback()
                     return results
                 # Produced and acknowledged before the commit: at least once on the topics.
-                confirm_sent(self._producer, sent)
+                self.outputs.publish(outputs)
                 transaction.commit()
             except CheckpointConflict:
                 transaction.rollback()
                 return _rolled_back(items, positions, conflict=tp)
-            except KafkaError as exc:
+            except OutputsNotAcknowledged as exc:
                 # Outputs not acknowledged (a broker restarting): roll back, read the batches
                 # again from their checkpoints, produce them with a fresh producer.
                 transaction.rollback()
                 log.warning(
                     "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
                     partitions=[str(p) for p, _, _ in items],
-                    error=repr(exc),
+                    error=str(exc),
                 )
-                producer, self._producer = self._producer, None
-                if producer is not None:
-                    discard_producer(producer)
                 return _rolled_back(items, positions, conflict=None)
             except BaseException:
                 transaction.rollback()
                 raise
         return results
 
-    def _send(self, outcome: PartitionOutcome) -> list[Any]:
-        """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
-        c = self.config
-        if self._producer is None:
-            self._producer = KafkaProducer(
-                bootstrap_servers=c.bootstrap_servers.split(","),
-                client_id=f"{c.client_id}-out",
-                **PRODUCER_SETTINGS,
-            )
-        return send_outcome(self._producer, c, outcome)
+    def _collect(self, outputs: Outputs, outcome: PartitionOutcome) -> None:
+        """Encode a decided partition batch's accruals and dead letters into `outputs` (sent
+        once the whole take is decided)."""
+        outputs.accruals.extend((accrual_key(a), encode(a)) for a in outcome.accruals)
+        outputs.letters.extend(((d.usage_id or "").encode(), encode(d)) for d in outcome.letters)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -599,11 +606,9 @@ class FaustJoinWorker:
         return 0  # pragma: no cover (execute_from_commandline always exits)
 
     def close(self) -> None:
-        """Wait for the batch in flight, then release the producer and the database."""
+        """Wait for the batch in flight, then release the database. (The output producer
+        stops with the app, on its event loop.)"""
         self._executor.shutdown(wait=True)
-        if self._producer is not None:
-            with contextlib.suppress(Exception):
-                self._producer.close()
         self.engine.dispose()
         self._datadir.cleanup()
 

@@ -5,19 +5,36 @@ restart: `test_kafka_worker.py` and `test_worker_rebalance.py`, on both engines.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from kafka.partitioner.default import murmur2
 from sqlalchemy.pool import NullPool
 
 from deploy.local import KafkaBroker
+from deploy.local.process import free_port
+from metering.kafka_usage_publisher import KeyPartitions
 from schemas import migrate
+from schemas.accrual import DeadLetter
+from schemas.codec import decode
 from schemas.engine import create_engine
+from schemas.tables import metadata
 from settlement.chain import System
+from stream.faust_app import FaustJoinWorker
 from tests.contracts.contract_helpers import ChainHarness
 from tests.stream.scenario import Script, build
 from tests.stream.test_embedded import _check
-from tests.stream.test_kafka_worker import _consumed, _embedded_accruals, _worker_accruals
+from tests.stream.test_kafka_worker import (
+    _accrual_messages,
+    _consumed,
+    _embedded_accruals,
+    _worker_accruals,
+)
 from tests.stream.worker_support import (
     Topics,
     assert_each_usage_id_once,
@@ -28,6 +45,7 @@ from tests.stream.worker_support import (
     produce_usage,
     spawn_engine,
     stop,
+    topic_records,
     wait_for,
 )
 
@@ -69,9 +87,28 @@ def test_faust_worker_matches_scenario_and_embedded_runner(
         stop(process, log)
     _check(script, engine)
     assert_each_usage_id_once(engine)
-    engine.dispose()
     embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
     assert _worker_accruals(pg_url) == embedded
+    # The `accruals` topic: every accrual (at least once), keyed by model id, on the partition
+    # Kafka's default partitioner picks for that key; every reject on `usage.dead-letter`.
+    count, messages = _accrual_messages(servers, topics.accruals)
+    assert {a.usage_id for _, _, a in messages} == {a.usage_id for a in embedded}
+    assert count > 1
+    for partition, key, accrual in messages:
+        assert key == str(accrual.model_id).encode()
+        assert partition == KeyPartitions().of(key, count)
+    count, records = topic_records(servers, topics.dead_letter)
+    letters = [(partition, key, decode(DeadLetter, value)) for partition, key, value in records]
+    for partition, key, letter in letters:
+        assert key == (letter.usage_id or "").encode()
+        assert partition == (murmur2(key) & 0x7FFFFFFF) % count
+    table = metadata.tables["dead_letters"]
+    with engine.connect() as connection:
+        rows = connection.execute(sa.select(table.c.usage_id, table.c.reason)).all()
+    assert Counter((lt.usage_id, lt.reason.value) for _, _, lt in letters) == Counter(
+        (usage_id, reason) for usage_id, reason in rows
+    )
+    engine.dispose()
 
 
 def test_faust_worker_stops_on_a_failing_database(
@@ -90,14 +127,26 @@ def test_faust_worker_stops_on_a_failing_database(
     assert "checkpoints" in (tmp_path / "worker-1.log").read_text()
 
 
+@contextlib.contextmanager
+def _kafka_unreachable(worker: FaustJoinWorker) -> Iterator[None]:
+    """The worker's outputs go to a port nobody listens on (a broker gone): its producer
+    cannot start, nothing is acknowledged."""
+    servers = worker.outputs.bootstrap_servers
+    worker.outputs.bootstrap_servers = f"127.0.0.1:{free_port()}"
+    try:
+        yield
+    finally:
+        worker.outputs.bootstrap_servers = servers
+
+
 def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
-    kafka_broker: KafkaBroker, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+    kafka_broker: KafkaBroker, sqlite_url: str
 ) -> None:
     """Outputs Kafka does not acknowledge (a broker restarting) roll the take back: nothing
     is committed, each of its partitions is sent back to its checkpoint and a fresh producer
-    takes the next try, which decides the batches once, in one transaction."""
+    takes the next try, which decides the batches once, in one transaction; its outputs are
+    on the topics."""
     from faust.types import TP
-    from kafka.errors import KafkaTimeoutError
 
     import stream.faust_app as faust_app
     from stream.topic_chain_view import TopicChainView
@@ -108,35 +157,81 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     faust_app.ensure_topics(config)  # what the worker does first
     worker = faust_app.FaustJoinWorker(config)
     worker.chain = TopicChainView(31337, 1)
-    real_confirm = faust_app.confirm_sent
-
-    def unacknowledged(_producer: object, futures: list[object]) -> None:
-        raise KafkaTimeoutError("outputs not acknowledged (injected)")
 
     p0, p1 = TP(t.usage, 0), TP(t.usage, 1)
     # Malformed events: dead letters, no chain state needed. One take, two partitions.
     take = [(p0, [(0, b"{bad"), (1, b"[]")], False), (p1, [(0, b"nope")], False)]
     engine = create_engine(sqlite_url, poolclass=NullPool)
-    try:
-        monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
-        failed = worker._decide(take)
+
+    async def decide(items: object) -> object:
+        # As `process` does: the join's thread, the outputs produced on this loop.
+        loop = asyncio.get_running_loop()
+        worker.outputs.attach(loop)
+        return await loop.run_in_executor(None, worker._decide, items)
+
+    async def scenario() -> None:
+        with _kafka_unreachable(worker):
+            failed = await decide(take)
         # The whole take rolled back: both partitions go back to their checkpoints.
         assert failed == {p0: faust_app._Seek(0, gap=False), p1: faust_app._Seek(0, gap=False)}
-        assert worker._producer is None  # discarded
+        assert not worker.outputs.started  # the failed producer was dropped
         assert decided_count(engine) == (0, 0)
-        monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
-        done = worker._decide(take)
+        done = await decide(take)
+        assert isinstance(done, dict)
         assert all(isinstance(r, faust_app._Decided) for r in done.values())
+        assert worker.outputs.started
         assert decided_count(engine) == (0, 3)
         # Read again (a seek delivered them twice): nothing is decided twice; a partition
         # whose batch starts past its checkpoint + 1 is sought back, the other one decided.
-        again = worker._decide([(p0, [(1, b"[]"), (2, b"{")], False), (p1, [(5, b"x")], False)])
+        again = await decide([(p0, [(1, b"[]"), (2, b"{")], False), (p1, [(5, b"x")], False)])
+        assert isinstance(again, dict)
         assert again[p1] == faust_app._Seek(1, gap=True, first=5)
         assert isinstance(again[p0], faust_app._Decided)
         assert decided_count(engine) == (0, 4)
+        await worker.outputs.close()
+
+    try:
+        asyncio.run(scenario())
+        # Every dead letter committed was acknowledged on its topic first: the four of the
+        # two takes that committed, none of the rolled-back one.
+        _, letters = topic_records(kafka_broker.bootstrap_servers, t.dead_letter)
+        assert len(letters) == 4
     finally:
         worker.close()
         engine.dispose()
+
+
+def test_faust_shutdown_lets_the_take_in_flight_finish_then_stops_producing(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust's shutdown signal waits for the take in flight (its outputs need the producer),
+    then closes the output producer; no take starts after it."""
+    from faust.types import TP
+
+    t = Topics.unique()
+    worker = FaustJoinWorker(keyless_worker_config(f"127.0.0.1:{free_port()}", sqlite_url, t))
+
+    async def scenario() -> None:
+        await worker._batch_lock.acquire()  # a take in flight
+        shutdown = asyncio.ensure_future(worker.app.on_before_shutdown.send())
+        await asyncio.sleep(0.2)
+        assert not shutdown.done()
+        assert not worker.outputs.closed
+        worker._batch_lock.release()
+        await asyncio.wait_for(shutdown, 5)
+        assert worker.outputs.closed
+        # No take is decided any more, even of an assigned partition.
+        tp = TP(t.usage, 0)
+        monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {tp})
+        decided: list[object] = []
+        monkeypatch.setattr(worker, "_decide", decided.append)
+        await worker.process({tp: [(0, b"{bad")]})
+        assert decided == []
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        worker.close()
 
 
 def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
@@ -145,8 +240,6 @@ def test_faust_usage_fetches_wait_briefly_for_idle_partitions(
     """The group consumer faust builds for the worker fetches with `FETCH_MAX_WAIT_MS`, not
     faust's 1,500 ms: a fetch that asks only for an idle partition holds up the busy ones'
     next fetch (aiokafka sends one at a time per broker) for that long."""
-    import asyncio
-
     import stream.faust_app as faust_app
 
     t = Topics.unique()
@@ -178,10 +271,7 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
     before a seek are read again from the checkpoint, and every offset is decided once. A real
     hole (every read from the checkpoint starts at the same offset past it) is decided the
     third time."""
-    import asyncio
-
     from faust.types import TP
-    from kafka.errors import KafkaTimeoutError
 
     import stream.faust_app as faust_app
     from stream.topic_chain_view import TopicChainView
@@ -201,19 +291,14 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
     holed = TP(t.usage, 1)
     monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {tp, holed})
     monkeypatch.setattr(worker.app.consumer, "seek", seek)
-    real_confirm = faust_app.confirm_sent
-
-    def unacknowledged(_producer: object, futures: list[object]) -> None:
-        raise KafkaTimeoutError("outputs not acknowledged (injected)")
 
     def take(first: int, last: int) -> dict[TP, list[tuple[int, bytes]]]:
         # Malformed events: dead letters, no chain state needed.
         return {tp: [(offset, b"{bad") for offset in range(first, last + 1)]}
 
     async def scenario() -> None:
-        monkeypatch.setattr(faust_app, "confirm_sent", unacknowledged)
-        await worker.process(take(0, 9))  # rolled back: back to offset 0
-        monkeypatch.setattr(faust_app, "confirm_sent", real_confirm)
+        with _kafka_unreachable(worker):
+            await worker.process(take(0, 9))  # rolled back: back to offset 0
         # What was fetched before the seek, then what is read from offset 0 again.
         for first in range(10, 60, 10):
             await worker.process(take(first, first + 9))
@@ -224,6 +309,7 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
         for _ in range(faust_app.GAP_RETRIES):
             assert decided_count(engine)[1] == 60
             await worker.process({holed: [(offset, b"{bad") for offset in range(5, 8)]})
+        await worker.outputs.close()
 
     engine = create_engine(sqlite_url, poolclass=NullPool)
     try:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, KafkaTimeoutError
 from sqlalchemy.pool import NullPool
 
@@ -45,6 +44,7 @@ from tests.stream.worker_support import (
     produce_usage,
     spawn_engine,
     stop,
+    topic_records,
     wait_for,
     worker_config,
 )
@@ -98,15 +98,8 @@ def _worker_accruals(url: str) -> list:  # type: ignore[type-arg]
 def _accrual_messages(servers: str, topic: str) -> tuple[int, list[tuple[int, bytes, Accrual]]]:
     """The `accruals` topic: its partition count, and every message as (partition, key,
     accrual)."""
-    consumer = KafkaConsumer(bootstrap_servers=servers.split(","), consumer_timeout_ms=1000)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        consumer.seek_to_beginning()
-        messages = [(m.partition, m.key, decode(Accrual, m.value)) for m in consumer]
-        return len(partitions), messages
-    finally:
-        consumer.close()
+    count, records = topic_records(servers, topic)
+    return count, [(partition, key, decode(Accrual, value)) for partition, key, value in records]
 
 
 def _published_scenario(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from sqlalchemy.engine import Engine
 
@@ -80,6 +80,19 @@ def _model_key(message: bytes) -> bytes:
         return str(json.loads(message)["data"]["model_id"]).encode("ascii")
     except (ValueError, KeyError, TypeError):
         return b"malformed"
+
+
+def topic_records(servers: str, topic: str) -> tuple[int, list[tuple[int, bytes, bytes]]]:
+    """Everything on `topic` now: its partition count, and every record as (partition, key,
+    value), each partition's in offset order."""
+    consumer = KafkaConsumer(bootstrap_servers=servers.split(","), consumer_timeout_ms=1000)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        return len(partitions), [(m.partition, m.key, m.value) for m in consumer]
+    finally:
+        consumer.close()
 
 
 def produce_usage(servers: str, topic: str, messages: list[bytes]) -> None:
