@@ -297,6 +297,13 @@ BENCHES = (
         _generic("kafka-roundtrip"),
     ),
     Bench(
+        "worker-outputs",
+        "worker_outputs_bench.py",
+        (),
+        ("--records", "20000", "--rounds", "1"),
+        _generic("worker-outputs"),
+    ),
+    Bench(
         "settlement",
         "settlement_bench.py",
         (),

@@ -1,0 +1,185 @@
+"""Benchmark: a stream worker's outputs into Kafka, per record, as each engine produces them.
+
+A take of the join ends with its accruals produced and acknowledged (`acks=all`, idempotent)
+before the database commit. Against one local broker, in the same run and alternated
+`--rounds` times, `--records` accruals (~480 bytes, keyed by seven model ids, a three-partition
+topic) are produced in takes of `--take`, each take waited for before the next:
+
+- `faust worker` (`stream.loop_outputs.LoopOutputProducer`): aiokafka on an event loop, the
+  take handed over from another thread (the join's) and appended to one record batch per
+  partition;
+- `kafka-python worker` (the baseline, `stream.app.send_outcome` + `confirm_sent`):
+  kafka-python's `send()` per record, then `flush()`, with the workers' producer settings.
+
+Reports records/s and the process's CPU time per record (all its threads: both clients send
+from a thread of their own or the loop's).
+
+    .venv/bin/python bench/worker_outputs_bench.py [--records 60000] [--take 2000] [--rounds 2]
+
+Prints a table and writes bench/results/worker-outputs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deploy.local import KafkaBroker  # noqa: E402
+from stream.loop_outputs import LoopOutputProducer, Outputs, Record  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "worker-outputs.json"
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _records(count: int) -> list[Record]:
+    return [
+        (
+            b"%d" % (1000 + i % 7),
+            b'{"usage_id":"%032x","fee_micros":%d,"note":"%s"}' % (i, i * 7, b"x" * 400),
+        )
+        for i in range(count)
+    ]
+
+
+def kafka_python(servers: str, topic: str, records: list[Record], take: int) -> dict[str, float]:
+    from kafka import KafkaProducer
+
+    from stream.app import _OUTPUT_PARTITIONS, PRODUCER_SETTINGS, confirm_sent
+
+    producer = KafkaProducer(bootstrap_servers=servers, **PRODUCER_SETTINGS)
+    try:
+        producer.send(topic, key=b"w", value=b"warm").get(30)
+        cpu, started = _cpu_s(), time.perf_counter()
+        for first in range(0, len(records), take):
+            futures: list[Any] = []
+            _OUTPUT_PARTITIONS.send(producer, topic, records[first : first + take], futures)
+            confirm_sent(producer, futures)
+        return _summary(len(records), time.perf_counter() - started, _cpu_s() - cpu)
+    finally:
+        producer.close()
+
+
+def loop_outputs(servers: str, topic: str, records: list[Record], take: int) -> dict[str, float]:
+    producer = LoopOutputProducer(
+        servers, accruals_topic=topic, dead_letter_topic=topic, client_id="bench-outputs"
+    )
+
+    async def run() -> dict[str, float]:
+        loop = asyncio.get_running_loop()
+        producer.attach(loop)
+        try:
+            await producer.produce(Outputs(accruals=[(b"w", b"warm")]))
+            cpu, started = _cpu_s(), time.perf_counter()
+            for first in range(0, len(records), take):
+                outputs = Outputs(accruals=records[first : first + take])
+                await loop.run_in_executor(None, producer.publish, outputs)
+            return _summary(len(records), time.perf_counter() - started, _cpu_s() - cpu)
+        finally:
+            await producer.close()
+
+    return asyncio.run(run())
+
+
+def _summary(count: int, seconds: float, cpu_s: float) -> dict[str, float]:
+    return {"records_per_s": count / seconds, "cpu_us_per_record": cpu_s / count * 1e6}
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=60_000)
+    parser.add_argument("--take", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    records = _records(args.records)
+    clients: dict[str, Callable[[str, str], dict[str, float]]] = {
+        "kafka-python worker": lambda s, t: kafka_python(s, t, records, args.take),
+        "faust worker": lambda s, t: loop_outputs(s, t, records, args.take),
+    }
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
+    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="worker-outputs-")) / "kafka").start()
+    try:
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
+        topics = {name: f"outputs-{uuid.uuid4().hex[:8]}" for name in clients}
+        try:
+            admin.create_topics([NewTopic(t, 3, 1) for t in topics.values()])
+        finally:
+            admin.close()
+        for _ in range(args.rounds):
+            for name, client in clients.items():
+                rounds[name].append(client(broker.bootstrap_servers, topics[name]))
+    finally:
+        broker.stop()
+
+    results: dict[str, Any] = {
+        name: {key: _median([r[key] for r in runs]) for key in runs[0]} | {"rounds": runs}
+        for name, runs in rounds.items()
+    }
+    ours, base = results["faust worker"], results["kafka-python worker"]
+    figures = [
+        {
+            "figure": "CPU per output record, faust worker (aiokafka on the loop)",
+            "value": round(ours["cpu_us_per_record"], 1),
+            "unit": "us",
+            "baseline": round(base["cpu_us_per_record"], 1),
+            "baseline_name": "kafka-python send() + flush(), the kafka-python worker's",
+            "target": "reference: part of the worker's CPU per event",
+        },
+        {
+            "figure": "output records/s acknowledged, faust worker",
+            "value": round(ours["records_per_s"]),
+            "unit": "records/s",
+            "baseline": round(base["records_per_s"]),
+            "baseline_name": "kafka-python send() + flush(), the kafka-python worker's",
+            "target": "reference",
+        },
+    ]
+    doc = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "records": args.records,
+        "take": args.take,
+        "rounds": args.rounds,
+        "figures": figures,
+        "results": results,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"{args.records} records in takes of {args.take} x {args.rounds} rounds (medians):")
+    print(f"{'producer':<24}{'records/s':>12}{'CPU us/record':>15}")
+    for name, r in results.items():
+        print(f"{name:<24}{r['records_per_s']:>12.0f}{r['cpu_us_per_record']:>15.1f}")
+    print(f"\nwrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
