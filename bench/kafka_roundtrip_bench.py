@@ -23,31 +23,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
-import resource
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deploy.local import KafkaBroker  # noqa: E402
+from bench.alternated import Client, cpu_seconds, run_rounds, save  # noqa: E402
 from metering.kafka_usage_publisher import LEAN_CLIENT  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "kafka-roundtrip.json"
 VALUE = b"x" * 600
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _summary(waits: list[float], cpu_s: float) -> dict[str, float]:
@@ -73,12 +60,12 @@ def kafka_python(servers: str, topic: str, trips: int, lean: bool) -> dict[str, 
     try:
         producer.send(topic, key=b"1", value=b"warm", partition=0).get(30)
         waits = []
-        cpu = _cpu_s()
+        cpu = cpu_seconds()
         for _ in range(trips):
             started = time.perf_counter()
             producer.send(topic, key=b"1", value=VALUE, partition=0).get(30)
             waits.append(time.perf_counter() - started)
-        return _summary(waits, _cpu_s() - cpu)
+        return _summary(waits, cpu_seconds() - cpu)
     finally:
         producer.close()
 
@@ -92,20 +79,16 @@ def aiokafka(servers: str, topic: str, trips: int) -> dict[str, float]:
         try:
             await producer.send_and_wait(topic, key=b"1", value=b"warm", partition=0)
             waits = []
-            cpu = _cpu_s()
+            cpu = cpu_seconds()
             for _ in range(trips):
                 started = time.perf_counter()
                 await producer.send_and_wait(topic, key=b"1", value=VALUE, partition=0)
                 waits.append(time.perf_counter() - started)
-            return _summary(waits, _cpu_s() - cpu)
+            return _summary(waits, cpu_seconds() - cpu)
         finally:
             await producer.stop()
 
     return asyncio.run(run())
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def main() -> None:
@@ -115,35 +98,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    clients: dict[str, Callable[[str, str], dict[str, float]]] = {
+    clients: dict[str, Client] = {
         "kafka-python, ours": lambda s, t: kafka_python(s, t, args.trips, lean=True),
         "kafka-python, defaults": lambda s, t: kafka_python(s, t, args.trips, lean=False),
         "aiokafka": lambda s, t: aiokafka(s, t, args.trips),
     }
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
-    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="kafka-roundtrip-")) / "kafka").start()
-    try:
-        from kafka.admin import KafkaAdminClient, NewTopic
-
-        topic = f"roundtrip-{uuid.uuid4().hex[:8]}"
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-        try:
-            admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
-        finally:
-            admin.close()
-        for _ in range(args.rounds):
-            for name, client in clients.items():
-                rounds[name].append(client(broker.bootstrap_servers, topic))
-    finally:
-        broker.stop()
-
-    results: dict[str, Any] = {
-        name: {
-            key: _median([r[key] for r in runs]) for key in ("p50_ms", "p99_ms", "cpu_us_per_trip")
-        }
-        | {"rounds": runs}
-        for name, runs in rounds.items()
-    }
+    results = run_rounds(clients, args.rounds, partitions=1, prefix="roundtrip")
     ours, defaults = results["kafka-python, ours"], results["kafka-python, defaults"]
     figures = [
         {
@@ -172,19 +132,12 @@ def main() -> None:
         },
     ]
     doc = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_end": os.getloadavg(),
-        },
         "trips_per_round": args.trips,
         "rounds": args.rounds,
         "figures": figures,
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    save(args.output, doc)
     print(f"{args.trips} round trips x {args.rounds} rounds (medians of the rounds):")
     print(f"{'client':<24}{'p50 ms':>9}{'p99 ms':>9}{'CPU us/trip':>13}")
     for name, r in results.items():

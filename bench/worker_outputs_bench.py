@@ -23,30 +23,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
-import resource
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deploy.local import KafkaBroker  # noqa: E402
+from bench.alternated import Client, cpu_seconds, run_rounds, save  # noqa: E402
 from stream.loop_outputs import LoopOutputProducer, Outputs, Record  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "worker-outputs.json"
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _records(count: int) -> list[Record]:
@@ -67,12 +55,12 @@ def kafka_python(servers: str, topic: str, records: list[Record], take: int) -> 
     producer = KafkaProducer(bootstrap_servers=servers, **PRODUCER_SETTINGS)
     try:
         producer.send(topic, key=b"w", value=b"warm").get(30)
-        cpu, started = _cpu_s(), time.perf_counter()
+        cpu, started = cpu_seconds(), time.perf_counter()
         for first in range(0, len(records), take):
             futures: list[Any] = []
             _OUTPUT_PARTITIONS.send(producer, topic, records[first : first + take], futures)
             confirm_sent(producer, futures)
-        return _summary(len(records), time.perf_counter() - started, _cpu_s() - cpu)
+        return _summary(len(records), time.perf_counter() - started, cpu_seconds() - cpu)
     finally:
         producer.close()
 
@@ -87,11 +75,11 @@ def loop_outputs(servers: str, topic: str, records: list[Record], take: int) -> 
         producer.attach(loop)
         try:
             await producer.produce(Outputs(accruals=[(b"w", b"warm")]))
-            cpu, started = _cpu_s(), time.perf_counter()
+            cpu, started = cpu_seconds(), time.perf_counter()
             for first in range(0, len(records), take):
                 outputs = Outputs(accruals=records[first : first + take])
                 await loop.run_in_executor(None, producer.publish, outputs)
-            return _summary(len(records), time.perf_counter() - started, _cpu_s() - cpu)
+            return _summary(len(records), time.perf_counter() - started, cpu_seconds() - cpu)
         finally:
             await producer.close()
 
@@ -100,10 +88,6 @@ def loop_outputs(servers: str, topic: str, records: list[Record], take: int) -> 
 
 def _summary(count: int, seconds: float, cpu_s: float) -> dict[str, float]:
     return {"records_per_s": count / seconds, "cpu_us_per_record": cpu_s / count * 1e6}
-
-
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
 
 
 def main() -> None:
@@ -115,31 +99,11 @@ def main() -> None:
     args = parser.parse_args()
 
     records = _records(args.records)
-    clients: dict[str, Callable[[str, str], dict[str, float]]] = {
+    clients: dict[str, Client] = {
         "kafka-python worker": lambda s, t: kafka_python(s, t, records, args.take),
         "faust worker": lambda s, t: loop_outputs(s, t, records, args.take),
     }
-    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
-    broker = KafkaBroker(Path(tempfile.mkdtemp(prefix="worker-outputs-")) / "kafka").start()
-    try:
-        from kafka.admin import KafkaAdminClient, NewTopic
-
-        admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
-        topics = {name: f"outputs-{uuid.uuid4().hex[:8]}" for name in clients}
-        try:
-            admin.create_topics([NewTopic(t, 3, 1) for t in topics.values()])
-        finally:
-            admin.close()
-        for _ in range(args.rounds):
-            for name, client in clients.items():
-                rounds[name].append(client(broker.bootstrap_servers, topics[name]))
-    finally:
-        broker.stop()
-
-    results: dict[str, Any] = {
-        name: {key: _median([r[key] for r in runs]) for key in runs[0]} | {"rounds": runs}
-        for name, runs in rounds.items()
-    }
+    results = run_rounds(clients, args.rounds, partitions=3, prefix="outputs")
     ours, base = results["faust worker"], results["kafka-python worker"]
     figures = [
         {
@@ -160,20 +124,13 @@ def main() -> None:
         },
     ]
     doc = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "load_average_at_end": os.getloadavg(),
-        },
         "records": args.records,
         "take": args.take,
         "rounds": args.rounds,
         "figures": figures,
         "results": results,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(doc, indent=2) + "\n")
+    save(args.output, doc)
     print(f"{args.records} records in takes of {args.take} x {args.rounds} rounds (medians):")
     print(f"{'producer':<24}{'records/s':>12}{'CPU us/record':>15}")
     for name, r in results.items():

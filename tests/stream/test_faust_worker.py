@@ -18,7 +18,6 @@ from sqlalchemy.pool import NullPool
 
 from deploy.local import KafkaBroker
 from deploy.local.process import free_port
-from metering.kafka_usage_publisher import KeyPartitions
 from schemas import migrate
 from schemas.accrual import DeadLetter
 from schemas.codec import decode
@@ -30,10 +29,10 @@ from tests.contracts.contract_helpers import ChainHarness
 from tests.stream.scenario import Script, build
 from tests.stream.test_embedded import _check
 from tests.stream.test_kafka_worker import (
-    _accrual_messages,
     _consumed,
     _embedded_accruals,
     _worker_accruals,
+    assert_accruals_on_key_partitions,
 )
 from tests.stream.worker_support import (
     Topics,
@@ -89,14 +88,8 @@ def test_faust_worker_matches_scenario_and_embedded_runner(
     assert_each_usage_id_once(engine)
     embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
     assert _worker_accruals(pg_url) == embedded
-    # The `accruals` topic: every accrual (at least once), keyed by model id, on the partition
-    # Kafka's default partitioner picks for that key; every reject on `usage.dead-letter`.
-    count, messages = _accrual_messages(servers, topics.accruals)
-    assert {a.usage_id for _, _, a in messages} == {a.usage_id for a in embedded}
-    assert count > 1
-    for partition, key, accrual in messages:
-        assert key == str(accrual.model_id).encode()
-        assert partition == KeyPartitions().of(key, count)
+    assert_accruals_on_key_partitions(servers, topics.accruals, embedded)
+    # Every reject on `usage.dead-letter`, keyed by usage id, on that key's partition.
     count, records = topic_records(servers, topics.dead_letter)
     letters = [(partition, key, decode(DeadLetter, value)) for partition, key, value in records]
     for partition, key, letter in letters:

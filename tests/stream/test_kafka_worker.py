@@ -102,6 +102,17 @@ def _accrual_messages(servers: str, topic: str) -> tuple[int, list[tuple[int, by
     return count, [(partition, key, decode(Accrual, value)) for partition, key, value in records]
 
 
+def assert_accruals_on_key_partitions(servers: str, topic: str, expected: list[Accrual]) -> None:
+    """The `accruals` topic holds every expected accrual (at least once), keyed by model id,
+    on the partition Kafka's default partitioner picks for that key."""
+    count, messages = _accrual_messages(servers, topic)
+    assert {a.usage_id for _, _, a in messages} == {a.usage_id for a in expected}
+    assert count > 1
+    for partition, key, accrual in messages:
+        assert key == str(accrual.model_id).encode()
+        assert partition == KeyPartitions().of(key, count)
+
+
 def _published_scenario(
     system: System, chain: ChainHarness, pg_url: str, broker: KafkaBroker, *, usage: bool = True
 ) -> tuple[Script, Topics, stream_app.WorkerConfig]:
@@ -164,14 +175,7 @@ def test_worker_matches_scenario_and_embedded_runner(
     engine.dispose()
     embedded = _embedded_accruals(script, st_system, st_chain, f"sqlite:///{tmp_path / 'e.db'}")
     assert _worker_accruals(pg_url) == embedded
-    # The `accruals` topic: every accrual (at least once), keyed by model id, on the partition
-    # Kafka's default partitioner picks for that key.
-    count, messages = _accrual_messages(servers, topics.accruals)
-    assert {a.usage_id for _, _, a in messages} == {a.usage_id for a in embedded}
-    assert count > 1
-    for partition, key, accrual in messages:
-        assert key == str(accrual.model_id).encode()
-        assert partition == KeyPartitions().of(key, count)
+    assert_accruals_on_key_partitions(servers, topics.accruals, embedded)
 
 
 def test_unacknowledged_batch_in_flight_rolls_back_and_skips_nothing(
