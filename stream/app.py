@@ -277,7 +277,7 @@ def _close_quietly(consumer: KafkaConsumer) -> None:
         consumer.close(autocommit=False)
 
 
-def _abandon(connection: Connection, transaction: RootTransaction) -> None:
+def abandon(connection: Connection, transaction: RootTransaction) -> None:
     """Roll back after a failure and give the connection back; a connection that cannot roll
     back (a statement of it still running, the server gone) is discarded instead, which rolls
     back on the server's side."""
@@ -683,7 +683,7 @@ class KafkaJoinWorker:
                 )
             store.send_deferred()
         except CheckpointConflict:
-            _abandon(connection, transaction)
+            abandon(connection, transaction)
             log.warning(
                 "checkpoint moved by another worker; re-seeking",
                 partitions=[str(tp) for tp in batches],
@@ -691,11 +691,11 @@ class KafkaJoinWorker:
             self._reseek(batches)
             return False
         except KafkaError as exc:
-            _abandon(connection, transaction)
+            abandon(connection, transaction)
             self._refused_by_kafka(batches, exc)
             return False
         except BaseException:
-            _abandon(connection, transaction)
+            abandon(connection, transaction)
             raise
         self._in_flight = _InFlight(connection, transaction, store, outcomes, sent)
         return True
@@ -717,11 +717,11 @@ class KafkaJoinWorker:
             confirm_sent(self._producer, flight.sent)
             flight.transaction.commit()
         except KafkaError as exc:
-            _abandon(flight.connection, flight.transaction)
+            abandon(flight.connection, flight.transaction)
             self._refused_by_kafka(flight.outcomes, exc)
             return False
         except BaseException:
-            _abandon(flight.connection, flight.transaction)
+            abandon(flight.connection, flight.transaction)
             raise
         flight.connection.close()
         self._committed(flight.outcomes)

@@ -13,7 +13,18 @@ executor, so the event loop keeps fetching the next records and heartbeating the
 take is decided; one lock serialises the takes (the usage task's and the held-event retries')
 and the folding of the chain. The outputs go out through aiokafka on the event loop
 (`stream.loop_outputs`): the join's thread hands a take's encoded records over once and waits
-for their acknowledgement; at shutdown the take in flight finishes before the producer stops.
+for their acknowledgement.
+
+One take in flight (PostgreSQL), as in `stream.app`: a take is decided, its outputs handed to
+the producer, its rows copied into staging tables and its checkpoints moved (the
+compare-and-set answered there and then), and the statements that insert the staged rows are
+started without waiting. The next step parses the next take's records and checks their
+signatures while the server writes, then waits for the inserts and the acknowledgements and
+commits, and only then decides the next take against the committed state. When no records come
+within `IN_FLIGHT_WAIT_S`, the take is committed alone; so are the held-event retries, and at
+shutdown the take in flight is committed before the producer stops. A take in flight that is
+rolled back (outputs not acknowledged) seeks its partitions back to their checkpoints, and the
+next take's records of those partitions go back with it. On SQLite each take commits at once.
 
 Why not an agent on a faust stream: that path costs a message object, an event, a queue hand-off,
 a take-buffer processor and a pair of tasks awaited for every record, about 100 µs of the event
@@ -68,7 +79,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -79,7 +90,7 @@ from aiokafka.structs import TopicPartition as AIOTopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import start_http_server
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine, RootTransaction
 
 from schemas.accrual import kafka_key as accrual_key
 from schemas.codec import encode
@@ -89,6 +100,7 @@ from stream.app import (
     HELD,
     REGISTRY,
     WorkerConfig,
+    abandon,
     decide_usage,
     freeze_startup_objects,
     worker_engine,
@@ -98,8 +110,10 @@ from stream.errors import CheckpointConflict, OutputsNotAcknowledged
 from stream.loop_outputs import LoopOutputProducer, Outputs
 from stream.partition_batch import (
     Message,
+    ParsedMessage,
     PartitionOutcome,
     checkpoint_component,
+    parse_messages,
 )
 from stream.sinks.sqlalchemy_accrual_store import SqlAlchemyAccrualStore
 from stream.topic_chain_view import TopicChainView
@@ -109,6 +123,10 @@ log = structlog.get_logger("royalty.worker.faust")
 GAP_RETRIES = 3
 """Gaps in a row starting at the same offset (each followed by a seek back to checkpoint + 1)
 before that hole in the offsets is taken as real."""
+
+IN_FLIGHT_WAIT_S = 0.02
+"""How long the usage task waits for records while a take is in flight before it commits that
+take without starting the next one."""
 
 FETCH_MAX_WAIT_MS = 100
 """How long the broker may hold a usage fetch that finds no records (faust's own: 1,500 ms).
@@ -235,6 +253,17 @@ class _Transport(faust_aiokafka.Transport):
 
 @dataclass(frozen=True)
 class _Decided:
+    """Decided: committed already, or (`committed` False) in flight, committed by the next
+    step unless it is rolled back then."""
+
+    outcome: PartitionOutcome
+    committed: bool = True
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """The take that was in flight committed: its partition batch counts now."""
+
     outcome: PartitionOutcome
 
 
@@ -251,6 +280,24 @@ class _Seek:
 @dataclass(frozen=True)
 class _Conflict:
     pass
+
+
+_Result = _Decided | _Seek | _Conflict | _Committed
+
+
+@dataclass
+class _InFlight:
+    """A take decided, its rows' inserts running on the server and its outputs on their way to
+    Kafka: committed by the next step, or rolled back there if either failed."""
+
+    connection: Connection
+    transaction: RootTransaction
+    store: SqlAlchemyAccrualStore
+    outputs: Future[None]
+    items: Sequence[tuple[TP, list[Message], int | None]]
+    positions: dict[TP, int]
+    """Checkpoint offset of each partition, as read when the take was decided."""
+    decided: dict[TP, PartitionOutcome]
 
 
 def ensure_topics(config: WorkerConfig) -> int:
@@ -302,6 +349,10 @@ class FaustJoinWorker:
             client_id=f"{config.client_id}-out",
         )
         self._stopping = False
+        self._pipelined = self.engine.dialect.name == "postgresql"
+        """Whether a take's inserts run on the database while the next take is parsed (the
+        take committed by the next step), or are waited for at once (SQLite)."""
+        self._in_flight: _InFlight | None = None
         self._datadir = tempfile.TemporaryDirectory(prefix="royalty-faust-")
         self.app = self._build_app()
 
@@ -362,8 +413,10 @@ class FaustJoinWorker:
         HELD.set(sum(self.held.values()))
 
     async def _on_shutdown(self, _sender: Any, **_: Any) -> None:
-        """Let the take in flight finish (its outputs need the producer), then stop producing."""
+        """Let the take being decided finish and commit the one in flight (their outputs need
+        the producer), then stop producing."""
         self._stopping = True
+        await self.settle_in_flight()
         async with self._batch_lock:
             await self.outputs.close()
 
@@ -372,7 +425,14 @@ class FaustJoinWorker:
         time (what queued while the last one was decided)."""
         await self.chain_ready.wait()
         while True:
-            await self.usage.wait_records()
+            if self._in_flight is not None:
+                try:
+                    await asyncio.wait_for(self.usage.wait_records(), IN_FLIGHT_WAIT_S)
+                except TimeoutError:
+                    await self.settle_in_flight()  # nothing came: commit it now
+                    continue
+            else:
+                await self.usage.wait_records()
             await self.process(self.usage.take(self.config.max_records))
 
     def _forget(self, tp: TP) -> None:
@@ -447,6 +507,8 @@ class FaustJoinWorker:
         }
         if retry:
             await self.process(retry)
+            # Committed at once: the usage task, waiting for records, would not.
+            await self.settle_in_flight()
         # Back-pressure: a full hold buffer stops consumption until the watermark moves.
         assigned = self._usage_assignment()
         if sum(self.held.values()) >= self.config.max_held:
@@ -477,7 +539,7 @@ class FaustJoinWorker:
             loop = asyncio.get_running_loop()
             self.outputs.attach(loop)
             try:
-                results = await loop.run_in_executor(self._executor, self._decide, items)
+                results = await loop.run_in_executor(self._executor, self._step, items)
             except Exception as exc:
                 log.error(
                     "usage batch failed; stopping",
@@ -486,12 +548,35 @@ class FaustJoinWorker:
                 )
                 await self.app.crash(exc)
                 return
-            for tp, result in results.items():
-                await self._settle(tp, result, block)
-            HELD.set(sum(self.held.values()))
+            await self._settle_all(results, block)
 
-    async def _settle(self, tp: TP, result: _Decided | _Seek | _Conflict, block: int) -> None:
+    async def settle_in_flight(self) -> None:
+        """Commit the take in flight, if any (no new records came to start the next one)."""
+        async with self._batch_lock:
+            if self._in_flight is None:
+                return
+            assert self.chain is not None
+            block = self.chain.finalized_block
+            loop = asyncio.get_running_loop()
+            try:
+                results = await loop.run_in_executor(self._executor, self._settle_in_flight)
+            except Exception as exc:
+                log.error("usage batch failed; stopping", error=repr(exc))
+                await self.app.crash(exc)
+                return
+            await self._settle_all(results, block)
+
+    async def _settle_all(self, results: list[tuple[TP, _Result]], block: int) -> None:
+        for tp, result in results:
+            await self._settle(tp, result, block)
+        HELD.set(sum(self.held.values()))
+
+    async def _settle(self, tp: TP, result: _Result, block: int) -> None:
         """Take note of how one partition batch of a take ended."""
+        if isinstance(result, _Committed):
+            DECIDED.labels("accepted").inc(len(result.outcome.accruals))
+            DECIDED.labels("rejected").inc(len(result.outcome.letters))
+            return
         if isinstance(result, _Conflict):
             log.warning("checkpoint moved by another worker; batch dropped", partition=str(tp))
             self._forget(tp)
@@ -510,36 +595,92 @@ class FaustJoinWorker:
                 self._gaps.pop(tp, None)
             self._next[tp] = result.offset
             self.usage.drop(tp)
-            await self.app.consumer.seek(tp, result.offset)
+            if tp in self.app.consumer.assignment():
+                await self.app.consumer.seek(tp, result.offset)
             return
         outcome = result.outcome
         self._gaps.pop(tp, None)
         self._next[tp] = outcome.position.offset + 1
         self.held[tp] = len(outcome.position.held)
         self._tried_at_block[tp] = block
-        DECIDED.labels("accepted").inc(len(outcome.accruals))
-        DECIDED.labels("rejected").inc(len(outcome.letters))
+        if result.committed:
+            DECIDED.labels("accepted").inc(len(outcome.accruals))
+            DECIDED.labels("rejected").inc(len(outcome.letters))
+
+    def _step(
+        self, items: Sequence[tuple[TP, list[Message], int | None]]
+    ) -> list[tuple[TP, _Result]]:
+        """In the executor: parse the take's records and check their signatures (neither
+        needs the database, which may still be writing the take in flight), commit the take
+        in flight, then decide this one.
+
+        When the take in flight is rolled back (Kafka did not acknowledge its outputs), this
+        take's partitions that were in it are sought back to their checkpoints with it: their
+        records here follow the rolled-back ones. The others are decided."""
+        parsed = {tp: parse_messages(batch, self.config.key_ring) for tp, batch, _ in items}
+        results = self._settle_in_flight()
+        back = {tp: r for tp, r in results if isinstance(r, _Seek)}
+        results.extend((tp, back[tp]) for tp, _, _ in items if tp in back)
+        rest = [item for item in items if item[0] not in back]
+        if rest:
+            results.extend(self._decide(rest, parsed).items())
+        return results
+
+    def _settle_in_flight(self) -> list[tuple[TP, _Result]]:
+        """In the executor: wait for the take in flight's inserts and outputs, and commit it
+        (`_Committed` per partition); or roll it back when Kafka did not acknowledge its
+        outputs (`_Seek` to each partition's checkpoint)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return []
+        try:
+            flight.store.finish_deferred()
+            # Produced and acknowledged before the commit: at least once on the topics.
+            self.outputs.wait(flight.outputs)
+            flight.transaction.commit()
+        except OutputsNotAcknowledged as exc:
+            abandon(flight.connection, flight.transaction)
+            log.warning(
+                "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+                partitions=[str(p) for p, _, _ in flight.items],
+                error=str(exc),
+            )
+            return list(_rolled_back(flight.items, flight.positions, conflict=None).items())
+        except BaseException:
+            abandon(flight.connection, flight.transaction)
+            raise
+        flight.connection.close()
+        return [(tp, _Committed(outcome)) for tp, outcome in flight.decided.items()]
 
     def _decide(
-        self, items: Sequence[tuple[TP, list[Message], int | None]]
-    ) -> dict[TP, _Decided | _Seek | _Conflict]:
+        self,
+        items: Sequence[tuple[TP, list[Message], int | None]],
+        parsed: Mapping[TP, list[ParsedMessage]] | None = None,
+    ) -> dict[TP, _Result]:
         """In the executor: one transaction for a take's partition batches (each with the
-        offset where a hole before it is accepted, if any), outputs acknowledged before the
-        commit.
+        offset where a hole before it is accepted, if any; `parsed`: their records parsed
+        already), outputs acknowledged before the commit.
+
+        On PostgreSQL the take is left in flight (`_InFlight`): its rows' inserts started on
+        the server, its outputs handed to the producer; the next step commits it. Elsewhere
+        it commits here.
 
         A partition whose batch cannot be decided yet (stale records, a gap) gets a `_Seek`
         and the others go on. A moved checkpoint drops its partition's batch (`_Conflict`);
         that, or outputs Kafka did not acknowledge, rolls the whole take back and seeks every
         other partition of it back to its checkpoint."""
         assert self.chain is not None
+        assert self._in_flight is None
         outputs = Outputs()
-        results: dict[TP, _Decided | _Seek | _Conflict] = {}
+        results: dict[TP, _Result] = {}
+        decided: dict[TP, PartitionOutcome] = {}
         positions: dict[TP, int] = {}  # checkpoint offset of each partition looked at
-        with self._view_lock, self.engine.connect() as connection:
-            transaction = connection.begin()
-            store = SqlAlchemyAccrualStore(connection)
-            tp: TP | None = None
-            try:
+        connection = self.engine.connect()
+        transaction = connection.begin()
+        store = SqlAlchemyAccrualStore(connection, defer_inserts=self._pipelined)
+        tp: TP | None = None
+        try:
+            with self._view_lock:
                 for tp, batch, hole_at in items:
                     component = checkpoint_component(self.config.component, tp.topic, tp.partition)
                     position, _ = store.load_position(component)
@@ -551,39 +692,51 @@ class FaustJoinWorker:
                     if fresh and fresh[0][0] > position.offset + 1 and fresh[0][0] != hole_at:
                         results[tp] = _Seek(position.offset + 1, gap=True, first=fresh[0][0])
                         continue
-                    results[tp] = _Decided(
-                        decide_usage(
-                            self.config,
-                            connection,
-                            component,
-                            fresh,
-                            self.chain.view,
-                            lambda decided: self._collect(outputs, decided),
-                        )
+                    mine = parsed.get(tp) if parsed is not None else None
+                    decided[tp] = decide_usage(
+                        self.config,
+                        connection,
+                        component,
+                        fresh,
+                        self.chain.view,
+                        lambda outcome: self._collect(outputs, outcome),
+                        parsed=None
+                        if mine is None
+                        else [m for m in mine if m.offset > position.offset],
+                        store=store,
                     )
-                tp = None
-                if not any(isinstance(r, _Decided) for r in results.values()):
-                    transaction.rollback()
-                    return results
-                # Produced and acknowledged before the commit: at least once on the topics.
-                self.outputs.publish(outputs)
-                transaction.commit()
-            except CheckpointConflict:
-                transaction.rollback()
-                return _rolled_back(items, positions, conflict=tp)
-            except OutputsNotAcknowledged as exc:
-                # Outputs not acknowledged (a broker restarting): roll back, read the batches
-                # again from their checkpoints, produce them with a fresh producer.
-                transaction.rollback()
-                log.warning(
-                    "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
-                    partitions=[str(p) for p, _, _ in items],
-                    error=str(exc),
+                    results[tp] = _Decided(decided[tp], committed=not self._pipelined)
+            tp = None
+            if not decided:
+                abandon(connection, transaction)
+                return results
+            if self._pipelined:
+                submitted = self.outputs.submit(outputs)
+                store.send_deferred()
+                self._in_flight = _InFlight(
+                    connection, transaction, store, submitted, items, positions, decided
                 )
-                return _rolled_back(items, positions, conflict=None)
-            except BaseException:
-                transaction.rollback()
-                raise
+                return results
+            # Produced and acknowledged before the commit: at least once on the topics.
+            self.outputs.publish(outputs)
+            transaction.commit()
+        except CheckpointConflict:
+            abandon(connection, transaction)
+            return _rolled_back(items, positions, conflict=tp)
+        except OutputsNotAcknowledged as exc:
+            # Outputs not acknowledged (a broker restarting): roll back, read the batches
+            # again from their checkpoints, produce them with a fresh producer.
+            abandon(connection, transaction)
+            log.warning(
+                "outputs not acknowledged by Kafka; batch rolled back, re-seeking",
+                partitions=[str(p) for p, _, _ in items],
+                error=str(exc),
+            )
+            return _rolled_back(items, positions, conflict=None)
+        except BaseException:
+            abandon(connection, transaction)
+            raise
+        connection.close()
         return results
 
     def _collect(self, outputs: Outputs, outcome: PartitionOutcome) -> None:
@@ -606,9 +759,13 @@ class FaustJoinWorker:
         return 0  # pragma: no cover (execute_from_commandline always exits)
 
     def close(self) -> None:
-        """Wait for the batch in flight, then release the database. (The output producer
-        stops with the app, on its event loop.)"""
+        """Wait for the executor's work, roll back a take still in flight (the app stopped
+        without committing it: it is read again after the restart), release the database.
+        (The output producer stops with the app, on its event loop.)"""
         self._executor.shutdown(wait=True)
+        flight, self._in_flight = self._in_flight, None
+        if flight is not None:
+            abandon(flight.connection, flight.transaction)
         self.engine.dispose()
         self._datadir.cleanup()
 
@@ -617,7 +774,7 @@ def _rolled_back(
     items: Sequence[tuple[TP, list[Message], int | None]],
     positions: Mapping[TP, int],
     conflict: TP | None,
-) -> dict[TP, _Decided | _Seek | _Conflict]:
+) -> dict[TP, _Result]:
     """After a take was rolled back: the partition whose checkpoint moved is dropped, the
     others are read again from their checkpoints (dropped too where none was read)."""
     return {

@@ -29,6 +29,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,8 +67,8 @@ class Outputs:
 class LoopOutputProducer:
     """Produces `Outputs` to two topics through an aiokafka producer on one event loop.
 
-    `attach(loop)` once the loop runs; then `publish` from any other thread, `produce` on the
-    loop; `close()` on the loop at shutdown."""
+    `attach(loop)` once the loop runs; then `publish` (or `submit`, later `wait`) from any
+    other thread, `produce` on the loop; `close()` on the loop at shutdown."""
 
     def __init__(
         self,
@@ -116,16 +117,29 @@ class LoopOutputProducer:
     def publish(self, outputs: Outputs) -> None:
         """From a thread other than the loop's: produce `outputs` and wait until Kafka has
         acknowledged every one; raise `OutputsNotAcknowledged` otherwise."""
+        self.wait(self.submit(outputs))
+
+    def submit(self, outputs: Outputs) -> Future[None]:
+        """From a thread other than the loop's: start producing `outputs` without waiting;
+        `wait` on the answer. Raises `OutputsNotAcknowledged` when the producer is not running
+        (never attached, closing, its loop gone)."""
         if not outputs:
-            return
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
         loop = self._loop
         if loop is None or self._closing.is_set():
             raise OutputsNotAcknowledged("the output producer is not running")
         try:
-            future = asyncio.run_coroutine_threadsafe(self.produce(outputs), loop)
+            return asyncio.run_coroutine_threadsafe(self.produce(outputs), loop)
         except RuntimeError as exc:  # the loop is closed
             raise OutputsNotAcknowledged(f"the worker's event loop is gone: {exc}") from exc
-        # A little longer than `produce` gives itself, which fails first when the loop runs.
+
+    def wait(self, future: Future[None]) -> None:
+        """Wait until the outputs `submit` started are acknowledged; raise
+        `OutputsNotAcknowledged` when they fail, when the producer closes meanwhile, or when
+        no answer comes in time (a little longer than `produce` gives itself, which fails
+        first while the loop runs)."""
         deadline = time.monotonic() + self.timeout_s + 5
         while True:
             try:
@@ -136,6 +150,8 @@ class LoopOutputProducer:
                     future.cancel()
                     why = "closing" if self._closing.is_set() else "no answer in time"
                     raise OutputsNotAcknowledged(f"outputs not acknowledged: {why}") from None
+            except CancelledError as exc:
+                raise OutputsNotAcknowledged("outputs not acknowledged: cancelled") from exc
 
     # --- on the loop ---------------------------------------------------------------------------
 

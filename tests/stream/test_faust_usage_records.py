@@ -144,11 +144,16 @@ def test_a_seek_back_drops_what_was_queued_for_that_partition(
         sought.append((tp, offset))
 
     monkeypatch.setattr(worker.app.consumer, "seek", seek)
+    monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {TP("usage", 0)})
     worker.usage.put({TopicPartition("usage", 0): _records(10, 12)})
     worker.usage.put({TopicPartition("usage", 1): _records(3, 4)})
     asyncio.run(worker._settle(TP("usage", 0), faust_app._Seek(0, gap=True, first=7), block=0))
     assert sought == [(TP("usage", 0), 0)]
     assert worker.usage.take(10) == {TP("usage", 1): [(3, b"v3"), (4, b"v4")]}
+    # A take settled after its partition was revoked (the take in flight, committed or rolled
+    # back by the next step): no seek of a partition this worker no longer has.
+    asyncio.run(worker._settle(TP("usage", 2), faust_app._Seek(5, gap=False), block=0))
+    assert sought == [(TP("usage", 0), 0)]
     # Revoked: its queued records are its next owner's to read.
     worker.usage.put({TopicPartition("usage", 1): _records(5, 5)})
     asyncio.run(worker._on_revoked(None, {TP("usage", 1)}))

@@ -194,6 +194,85 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
         engine.dispose()
 
 
+def test_faust_take_in_flight_commits_with_the_next_step_or_rolls_back_with_it(
+    kafka_broker: KafkaBroker, pg_url: str
+) -> None:
+    """On PostgreSQL a take stays in flight (its inserts running, its outputs on their way)
+    until the next step has parsed its own records: nothing of it is visible before. Outputs
+    Kafka did not acknowledge roll it back there, and the next take's records of the same
+    partitions are sought back with it (they follow the rolled-back ones); the others are
+    decided. Every record is decided once in the end."""
+    from faust.types import TP
+
+    import stream.faust_app as faust_app
+    from stream.topic_chain_view import TopicChainView
+
+    migrate.upgrade(pg_url)
+    t = Topics.unique()
+    config = keyless_worker_config(kafka_broker.bootstrap_servers, pg_url, t)
+    faust_app.ensure_topics(config)
+    worker = faust_app.FaustJoinWorker(config)
+    worker.chain = TopicChainView(31337, 1)
+    p0, p1, p2 = TP(t.usage, 0), TP(t.usage, 1), TP(t.usage, 2)
+    # Malformed events: dead letters, no chain state needed.
+    first = [(p0, [(0, b"{bad"), (1, b"[]")], None), (p1, [(0, b"nope")], None)]
+    engine = create_engine(pg_url, poolclass=NullPool)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        worker.outputs.attach(loop)
+
+        async def step(items: object) -> list[tuple[TP, object]]:
+            return await loop.run_in_executor(None, worker._step, items)
+
+        with _kafka_unreachable(worker):
+            results = await step(first)
+            flight = worker._in_flight
+            assert flight is not None
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(flight.outputs)  # fails: no broker answers
+        assert [r.committed for _, r in results if isinstance(r, faust_app._Decided)] == [
+            False,
+            False,
+        ]
+        assert decided_count(engine) == (0, 0)  # in flight: not committed
+        # The next step: p0's new record follows the rolled-back take; p2 is new.
+        results = await step([(p0, [(2, b"{")], None), (p2, [(0, b"x")], None)])
+        assert results[:2] == [
+            (p0, faust_app._Seek(0, gap=False)),
+            (p1, faust_app._Seek(0, gap=False)),
+        ]
+        # p0's new record is not taken for a gap (that would count towards a hole): sought
+        # back with the rolled-back take; only p2 is decided.
+        assert results[2] == (p0, faust_app._Seek(0, gap=False))
+        assert len(results) == 4
+        assert results[3][0] == p2
+        assert isinstance(results[3][1], faust_app._Decided)
+        assert decided_count(engine) == (0, 0)
+        # Read again from the checkpoints: decided with the next step, p2's take committed.
+        again = [(p0, [(0, b"{bad"), (1, b"[]"), (2, b"{")], None), (p1, [(0, b"nope")], None)]
+        results = await step(again)
+        assert [tp for tp, r in results if isinstance(r, faust_app._Committed)] == [p2]
+        assert decided_count(engine) == (0, 1)
+        results = await loop.run_in_executor(None, worker._settle_in_flight)
+        assert sorted(tp.partition for tp, r in results if isinstance(r, faust_app._Committed)) == [
+            0,
+            1,
+        ]
+        assert worker._in_flight is None
+        assert decided_count(engine) == (0, 5)
+        await worker.outputs.close()
+
+    try:
+        asyncio.run(scenario())
+        # Each committed dead letter was acknowledged on its topic first.
+        _, letters = topic_records(kafka_broker.bootstrap_servers, t.dead_letter)
+        assert len(letters) == 5
+    finally:
+        worker.close()
+        engine.dispose()
+
+
 def test_faust_shutdown_lets_the_take_in_flight_finish_then_stops_producing(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
