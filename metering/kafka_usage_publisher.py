@@ -72,6 +72,13 @@ class KeyPartitions:
         for key, value in records:
             sent.append(producer.send(topic, key=key, value=value, partition=self.of(key, count)))
 
+    @staticmethod
+    def pick(key: bytes, count: int) -> int:
+        """The partition of `key` among `count` (more than 0), not memoized: for keys seen
+        once (usage ids)."""
+        partition: int = (murmur2(key) & 0x7FFFFFFF) % count
+        return partition
+
     def of(self, key: bytes, count: int) -> int | None:
         """The partition of `key` among `count` (None when `count` is 0: kafka-python then
         partitions by itself, once it knows the topic)."""
@@ -79,7 +86,7 @@ class KeyPartitions:
             return None
         partition = self._memo.get((key, count))
         if partition is None:
-            partition = (murmur2(key) & 0x7FFFFFFF) % count
+            partition = self.pick(key, count)
             if len(self._memo) >= self.max_keys:
                 self._memo.clear()
             self._memo[key, count] = partition

@@ -74,11 +74,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
@@ -534,39 +535,33 @@ class FaustJoinWorker:
                 items.append((tp, fresh, first if gaps >= GAP_RETRIES - 1 else None))
             if not items:
                 return
-            assert self.chain is not None
-            block = self.chain.finalized_block
-            loop = asyncio.get_running_loop()
-            self.outputs.attach(loop)
-            try:
-                results = await loop.run_in_executor(self._executor, self._step, items)
-            except Exception as exc:
-                log.error(
-                    "usage batch failed; stopping",
-                    partitions=[str(tp) for tp, _, _ in items],
-                    error=repr(exc),
-                )
-                await self.app.crash(exc)
-                return
-            await self._settle_all(results, block)
+            await self._run(functools.partial(self._step, items), [tp for tp, _, _ in items])
 
     async def settle_in_flight(self) -> None:
         """Commit the take in flight, if any (no new records came to start the next one)."""
         async with self._batch_lock:
-            if self._in_flight is None:
-                return
-            assert self.chain is not None
-            block = self.chain.finalized_block
-            loop = asyncio.get_running_loop()
-            try:
-                results = await loop.run_in_executor(self._executor, self._settle_in_flight)
-            except Exception as exc:
-                log.error("usage batch failed; stopping", error=repr(exc))
-                await self.app.crash(exc)
-                return
-            await self._settle_all(results, block)
+            if self._in_flight is not None:
+                await self._run(self._settle_in_flight, [])
 
-    async def _settle_all(self, results: list[tuple[TP, _Result]], block: int) -> None:
+    async def _run(
+        self, step: Callable[[], list[tuple[TP, _Result]]], partitions: list[TP]
+    ) -> None:
+        """Run `step` in the executor (holding the batch lock) and take note of its results;
+        stop the worker with an error when it fails."""
+        assert self.chain is not None
+        block = self.chain.finalized_block
+        loop = asyncio.get_running_loop()
+        self.outputs.attach(loop)
+        try:
+            results = await loop.run_in_executor(self._executor, step)
+        except Exception as exc:
+            log.error(
+                "usage batch failed; stopping",
+                partitions=[str(tp) for tp in partitions],
+                error=repr(exc),
+            )
+            await self.app.crash(exc)
+            return
         for tp, result in results:
             await self._settle(tp, result, block)
         HELD.set(sum(self.held.values()))
@@ -574,8 +569,7 @@ class FaustJoinWorker:
     async def _settle(self, tp: TP, result: _Result, block: int) -> None:
         """Take note of how one partition batch of a take ended."""
         if isinstance(result, _Committed):
-            DECIDED.labels("accepted").inc(len(result.outcome.accruals))
-            DECIDED.labels("rejected").inc(len(result.outcome.letters))
+            _count(result.outcome)
             return
         if isinstance(result, _Conflict):
             log.warning("checkpoint moved by another worker; batch dropped", partition=str(tp))
@@ -604,8 +598,7 @@ class FaustJoinWorker:
         self.held[tp] = len(outcome.position.held)
         self._tried_at_block[tp] = block
         if result.committed:
-            DECIDED.labels("accepted").inc(len(outcome.accruals))
-            DECIDED.labels("rejected").inc(len(outcome.letters))
+            _count(outcome)
 
     def _step(
         self, items: Sequence[tuple[TP, list[Message], int | None]]
@@ -768,6 +761,12 @@ class FaustJoinWorker:
             abandon(flight.connection, flight.transaction)
         self.engine.dispose()
         self._datadir.cleanup()
+
+
+def _count(outcome: PartitionOutcome) -> None:
+    """Count a committed partition batch's decisions."""
+    DECIDED.labels("accepted").inc(len(outcome.accruals))
+    DECIDED.labels("rejected").inc(len(outcome.letters))
 
 
 def _rolled_back(

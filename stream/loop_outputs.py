@@ -6,8 +6,9 @@ accruals and dead letters acknowledged by Kafka before it commits. Its outputs g
 aiokafka, the client faust itself runs on, from faust's event loop: the join's thread hands a
 take's encoded records over once (`publish`), they are appended to one record batch per
 partition (aiokafka's compiled batch builder) and sent, and the thread waits for every batch's
-acknowledgement. About 2 µs of CPU per record here, against 19 µs through kafka-python's
-`send()` (`bench/stream_bench.py`; the kafka-python worker keeps kafka-python).
+acknowledgement. About 2 µs of CPU per record here, against 21-24 µs through kafka-python's
+`send()` and `flush()` (`bench/worker_outputs_bench.py`; the kafka-python worker keeps
+kafka-python).
 
 Rules:
 
@@ -31,12 +32,11 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AIOKafkaError
-from kafka.partitioner.default import murmur2
 
 from metering.kafka_usage_publisher import KeyPartitions
 from stream.errors import OutputsNotAcknowledged
@@ -183,12 +183,11 @@ class LoopOutputProducer:
         """Append `records` to one batch per partition (a full one is sent and replaced) and
         send the batches, adding their acknowledgement futures to `sent`. A record always fits
         an empty batch (aiokafka's builder takes one of any size)."""
-        count = len(await producer.partitions_for(topic))
-        of = self._partitions.of
+        count = len(await producer.partitions_for(topic))  # at least one, or it raised
+        pick = self._partitions.of if memoize else KeyPartitions.pick
         batches: dict[int, Any] = {}
         for key, value in records:
-            memoized = of(key, count) if memoize else None
-            partition = (murmur2(key) & 0x7FFFFFFF) % count if memoized is None else memoized
+            partition = cast(int, pick(key, count))
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = producer.create_batch()
