@@ -24,7 +24,8 @@ from schemas.codec import decode
 from schemas.engine import create_engine
 from schemas.tables import metadata
 from settlement.chain import System
-from stream.faust_app import FaustJoinWorker
+from stream.faust_app import FaustJoinWorker, ensure_topics
+from stream.topic_chain_view import TopicChainView
 from tests.contracts.contract_helpers import ChainHarness
 from tests.stream.scenario import Script, build
 from tests.stream.test_embedded import _check
@@ -132,6 +133,18 @@ def _kafka_unreachable(worker: FaustJoinWorker) -> Iterator[None]:
         worker.outputs.bootstrap_servers = servers
 
 
+def _ready_worker(servers: str, url: str) -> tuple[FaustJoinWorker, Topics]:
+    """A faust worker on fresh topics and a migrated database, its chain view empty (the
+    takes' malformed events need no chain state), as after its start."""
+    migrate.upgrade(url)
+    t = Topics.unique()
+    config = keyless_worker_config(servers, url, t)
+    ensure_topics(config)  # what the worker does first
+    worker = FaustJoinWorker(config)
+    worker.chain = TopicChainView(31337, 1)
+    return worker, t
+
+
 def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     kafka_broker: KafkaBroker, sqlite_url: str
 ) -> None:
@@ -142,14 +155,8 @@ def test_faust_batch_with_unacknowledged_outputs_is_rolled_back_and_read_again(
     from faust.types import TP
 
     import stream.faust_app as faust_app
-    from stream.topic_chain_view import TopicChainView
 
-    migrate.upgrade(sqlite_url)
-    t = Topics.unique()
-    config = keyless_worker_config(kafka_broker.bootstrap_servers, sqlite_url, t)
-    faust_app.ensure_topics(config)  # what the worker does first
-    worker = faust_app.FaustJoinWorker(config)
-    worker.chain = TopicChainView(31337, 1)
+    worker, t = _ready_worker(kafka_broker.bootstrap_servers, sqlite_url)
 
     p0, p1 = TP(t.usage, 0), TP(t.usage, 1)
     # Malformed events: dead letters, no chain state needed. One take, two partitions.
@@ -205,14 +212,8 @@ def test_faust_take_in_flight_commits_with_the_next_step_or_rolls_back_with_it(
     from faust.types import TP
 
     import stream.faust_app as faust_app
-    from stream.topic_chain_view import TopicChainView
 
-    migrate.upgrade(pg_url)
-    t = Topics.unique()
-    config = keyless_worker_config(kafka_broker.bootstrap_servers, pg_url, t)
-    faust_app.ensure_topics(config)
-    worker = faust_app.FaustJoinWorker(config)
-    worker.chain = TopicChainView(31337, 1)
+    worker, t = _ready_worker(kafka_broker.bootstrap_servers, pg_url)
     p0, p1, p2 = TP(t.usage, 0), TP(t.usage, 1), TP(t.usage, 2)
     # Malformed events: dead letters, no chain state needed.
     first = [(p0, [(0, b"{bad"), (1, b"[]")], None), (p1, [(0, b"nope")], None)]
@@ -295,8 +296,9 @@ def test_faust_shutdown_lets_the_take_in_flight_finish_then_stops_producing(
         # No take is decided any more, even of an assigned partition.
         tp = TP(t.usage, 0)
         monkeypatch.setattr(worker.app.consumer, "assignment", lambda: {tp})
+        worker.chain = TopicChainView(31337, 1)
         decided: list[object] = []
-        monkeypatch.setattr(worker, "_decide", decided.append)
+        monkeypatch.setattr(worker, "_step", lambda items: decided.append(items) or [])
         await worker.process({tp: [(0, b"{bad")]})
         assert decided == []
 
@@ -346,14 +348,8 @@ def test_faust_records_queued_before_a_seek_back_are_never_taken_for_a_hole(
     from faust.types import TP
 
     import stream.faust_app as faust_app
-    from stream.topic_chain_view import TopicChainView
 
-    migrate.upgrade(sqlite_url)
-    t = Topics.unique()
-    config = keyless_worker_config(kafka_broker.bootstrap_servers, sqlite_url, t)
-    faust_app.ensure_topics(config)
-    worker = faust_app.FaustJoinWorker(config)
-    worker.chain = TopicChainView(31337, 1)
+    worker, t = _ready_worker(kafka_broker.bootstrap_servers, sqlite_url)
     tp = TP(t.usage, 0)
     sought: list[tuple[int, int]] = []
 
