@@ -244,6 +244,7 @@ class DurableProducer:
         write_ahead: bool = False,
         metrics: MeteringMetrics | None = None,
         replay_batch: int = 1000,
+        replay_linger_s: float = 0.05,
         alarm_ratio: float = 0.8,
         delivery_timeout_s: float = 5.0,
     ) -> None:
@@ -252,6 +253,7 @@ class DurableProducer:
         self.write_ahead = write_ahead
         self.metrics = metrics
         self.replay_batch = replay_batch
+        self.replay_linger_s = replay_linger_s
         self.alarm_ratio = alarm_ratio
         self.delivery_timeout_s = delivery_timeout_s
         self._lock = threading.Lock()
@@ -485,6 +487,11 @@ class DurableProducer:
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+            if self.spool.pending_records < self.replay_batch and self.replay_linger_s > 0:
+                # Let a few more events join the batch: each replay costs a Kafka round trip
+                # and a cursor write (an fsync and a rename) whatever its size, and in
+                # write-ahead mode every event wakes the replayer.
+                self._stopping.wait(self.replay_linger_s)
             if self._replay_batch():
                 backoff = 0.2
                 self._check_alarm()

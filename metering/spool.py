@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 _SEGMENT_SUFFIX = ".seg"
 _CURSOR = "cursor.json"
 _READ_CHUNK = 1024 * 1024
+# A drained spool starts a fresh segment once its active one holds this much acked data.
+_DRAINED_ROLL_BYTES = 1024 * 1024
 
 
 class Position(NamedTuple):
@@ -167,7 +169,7 @@ class FileSpool:
             self._pending_records += len(result.records)
         if not self._sizes:
             number = max(cursor.segment, 1)
-            self._path(number).touch()
+            self._path(number).touch(mode=0o600)
             _fsync_dir(self.directory)
             self._sizes[number] = 0
             cursor = Position(number, 0)
@@ -316,8 +318,12 @@ class FileSpool:
             ):
                 position = Position(min(n for n in self._sizes if n > position.segment), 0)
             drained = position == self.end
-            if drained and self._sizes[self._active] > 0:
-                # Everything is in Kafka: roll so the old segment can go.
+            if drained and self._sizes[self._active] >= min(
+                _DRAINED_ROLL_BYTES, self.segment_bytes
+            ):
+                # Everything is in Kafka: roll so the old segment can go. Not for a small one:
+                # in write-ahead mode the spool drains after every replay, and creating,
+                # syncing and deleting a segment each time would cost more than the replay.
                 self._roll()
                 position = Position(self._active, 0)
             self._write_cursor(position)

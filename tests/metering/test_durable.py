@@ -22,6 +22,7 @@ class ScriptedKafka:
     def __init__(self) -> None:
         self.up = True
         self.published: list[bytes] = []
+        self.batches: list[int] = []
         self.lock = threading.Lock()
 
     def probe(self) -> bool:
@@ -33,6 +34,7 @@ class ScriptedKafka:
             return 0
         with self.lock:
             self.published.extend(value for _, value in records)
+            self.batches.append(len(records))
         return len(records)
 
     def flush(self, timeout_s: float) -> None:
@@ -135,6 +137,27 @@ def test_write_ahead_mode_always_spools_first(tmp_path: Path, kafka: ScriptedKaf
         _wait(lambda: len(kafka.published) == 50)
         assert kafka.published == values
         assert p.spooling  # never goes direct
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_write_ahead_replays_events_arriving_one_by_one_in_batches(
+    tmp_path: Path, kafka: ScriptedKafka
+) -> None:
+    # Serial inference: each event is spooled alone and wakes the replayer, which lingers so
+    # that a Kafka round trip and a cursor write serve several events.
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+    try:
+        values = [f"{i}".encode() for i in range(60)]
+        for value in values:
+            assert p.submit(b"1", value).result(timeout=10) == "spool"
+            time.sleep(0.002)
+        _wait(lambda: len(kafka.published) == 60)
+        assert kafka.published == values
+        assert len(kafka.batches) <= 20, kafka.batches
+        _wait(lambda: spool.pending_records == 0)  # the last batch's cursor
+        assert spool.pending_bytes == 0
     finally:
         p.close(timeout_s=1, drain_s=0)
 
@@ -295,11 +318,9 @@ class HeldKafka(ScriptedKafka):
     def __init__(self) -> None:
         super().__init__()
         self.release = threading.Event()
-        self.batches: list[int] = []
 
     def send_batch(self, records: list[tuple[bytes, bytes]], timeout_s: float) -> int:
         self.release.wait(10)
-        self.batches.append(len(records))
         return super().send_batch(records, timeout_s)
 
 

@@ -180,3 +180,27 @@ def test_cursor_file_is_written_atomically(tmp_path: Path) -> None:
     assert not (tmp_path / "cursor.json.tmp").exists()
     assert oct(os.stat(next(tmp_path.glob("*.seg"))).st_mode & 0o777) == "0o600"
     spool.close()
+
+
+def test_a_drained_spool_keeps_a_small_segment_and_rolls_a_large_one(tmp_path: Path) -> None:
+    spool = _spool(tmp_path, max_bytes=8 << 20, segment=4 << 20)
+    spool.append([(b"k", b"a")])
+    (record,) = spool.read(spool.cursor, 1)
+    spool.ack(record.end, 1)
+    # Drained, but a new segment per replay would cost more than the replay itself.
+    (small,) = tmp_path.glob("*.seg")
+    assert spool.cursor == record.end
+    assert spool.pending_bytes == 0
+    spool.append([(b"k", b"x" * 2000)] * 600)  # past 1 MiB in the active segment
+    records = spool.read(spool.cursor, 600)
+    spool.ack(records[-1].end, 600)
+    (fresh,) = tmp_path.glob("*.seg")
+    assert fresh != small
+    assert fresh.stat().st_size == 0
+    assert spool.pending_records == 0
+    assert spool.pending_bytes == 0
+    spool.close()
+    reopened = _spool(tmp_path, max_bytes=8 << 20, segment=4 << 20)
+    assert reopened.pending_records == 0
+    assert reopened.read(reopened.cursor, 10) == []
+    reopened.close()
