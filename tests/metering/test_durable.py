@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from metering.durable import DurableProducer
-from metering.errors import SpoolFull
+from metering.errors import MeteringError, SpoolClosed, SpoolFull
 from metering.metrics import MeteringMetrics
 from metering.spool import FileSpool
 
@@ -372,3 +372,76 @@ def test_publish_from_two_event_loops(producer: DurableProducer, kafka: Scripted
         t.join(timeout=10)
     assert out == {"a": ["kafka"] * 100, "b": ["kafka"] * 100}
     assert sorted(kafka.published) == sorted(f"{t}{i}".encode() for t in "ab" for i in range(100))
+
+
+def test_write_ahead_publish_answers_each_caller_and_ships_in_order(
+    tmp_path: Path, kafka: ScriptedKafka
+) -> None:
+    """In write-ahead mode `publish` answers once its event is in the spool; a caller
+    cancelled while waiting leaves its event durable all the same, and the replayer ships
+    them all in the order they were published. A closed producer refuses."""
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+
+    async def scenario() -> list[object]:
+        calls = [asyncio.ensure_future(p.publish(b"1", f"{i}".encode())) for i in range(100)]
+        await asyncio.sleep(0)  # every call has queued its event
+        calls[3].cancel()
+        return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    try:
+        results = asyncio.run(scenario())
+        assert isinstance(results.pop(3), asyncio.CancelledError)
+        assert results == ["spool"] * 99
+        _wait(lambda: len(kafka.published) == 100)
+        assert kafka.published == [f"{i}".encode() for i in range(100)]
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+    async def late() -> str:
+        return await p.publish(b"1", b"late")
+
+    with pytest.raises(MeteringError, match="closed"):
+        asyncio.run(late())
+
+
+def test_write_ahead_publish_fails_only_what_the_spool_cannot_hold(
+    tmp_path: Path, kafka: ScriptedKafka
+) -> None:
+    kafka.up = False  # nothing leaves the spool
+    spool = FileSpool(tmp_path / "s", max_bytes=8 * 1024, segment_bytes=8 * 1024)
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+
+    async def scenario() -> list[object]:
+        values = [b"x" * 900 for _ in range(20)]
+        return list(
+            await asyncio.gather(*(p.publish(b"1", v) for v in values), return_exceptions=True)
+        )
+
+    try:
+        results = asyncio.run(scenario())
+        kept = results.count("spool")
+        assert 0 < kept < 20
+        assert all(isinstance(r, SpoolFull) for r in results[kept:])
+        assert spool.pending_records == kept
+    finally:
+        p.close(timeout_s=1, drain_s=0)
+
+
+def test_write_ahead_publish_after_the_spool_closed_is_refused(
+    tmp_path: Path, kafka: ScriptedKafka
+) -> None:
+    """A loop whose append comes after shutdown closed the spool gets an error, not an answer
+    that would let an unrecorded inference be served."""
+    spool = FileSpool(tmp_path / "s", max_bytes=1 << 20, segment_bytes=1 << 16)
+    p = DurableProducer(kafka, spool, write_ahead=True).start()
+
+    async def scenario() -> object:
+        sent = asyncio.ensure_future(p.publish(b"1", b"x"))  # queued, not yet appended
+        spool.close()
+        return (await asyncio.gather(sent, return_exceptions=True))[0]
+
+    try:
+        assert isinstance(asyncio.run(scenario()), SpoolClosed)
+    finally:
+        p.close(timeout_s=1, drain_s=0)
