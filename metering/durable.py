@@ -8,7 +8,9 @@ Kafka (`acks=all`), or written and fsync'd in the local spool. Two delivery mode
   ships the spool, in order, once Kafka answers again; only when the spool is empty do events
   go straight to Kafka again. Latency: one Kafka round trip.
 - `spool` (write-ahead): every event is fsync'd to the spool first and shipped by the
-  replayer. Latency: one fsync (group-committed across concurrent requests).
+  replayer. Latency: one fsync (group-committed across concurrent requests). The replayer
+  waits up to `replay_linger_s` for fewer than `replay_batch` pending events to gather, so
+  that serial traffic is not shipped one event per Kafka request and cursor write.
 
 A crash loses nothing acknowledged: the spool keeps what Kafka has not acked, and the
 replayer's cursor moves only over what Kafka acked. A replay may duplicate an event (Kafka
