@@ -19,6 +19,13 @@ full spool drained into Kafka (catching up after an outage), and the event build
     .venv/bin/python bench/metering_bench.py [--requests 3000] [--concurrency 1 16] [--rounds 3]
     .venv/bin/python bench/metering_bench.py --producer-only   # Kafka only, no Triton
 
+A change to the gateway is compared with an earlier version in the same run by adding the
+gateways of another checkout (`git worktree add /tmp/before <rev>`, with its
+`metering/native/target` linked from this one) as targets `gateway_<delivery>@before`:
+
+    .venv/bin/python bench/metering_bench.py --checkout before=/tmp/before \
+        --rounds 4 --requests 1500 --output /tmp/metering-ab.json
+
 Every process shares the same cores (the client too: the same aiohttp client and concurrency
 for every target), so each round also records the CPU seconds per request spent by the client,
 Triton (with its Python backend stubs), the gateway and the Kafka broker: where the cores went.
@@ -229,15 +236,25 @@ def setup_node(
 
 
 def start_gateway(
-    env: dict[str, str], port: int, log: Path, grpc_port: int | None = None
+    env: dict[str, str],
+    port: int,
+    log: Path,
+    grpc_port: int | None = None,
+    checkout: Path = REPO,
 ) -> subprocess.Popen[bytes]:
-    """A gateway process, ready to serve (gRPC too, on `grpc_port`)."""
-    env = {**env, "ROYALTY_METERING_PORT": str(port)}
+    """A gateway process running `checkout`'s code, ready to serve (gRPC too, on
+    `grpc_port`)."""
+    env = {**env, "ROYALTY_METERING_PORT": str(port), "PYTHONPATH": str(checkout)}
     if grpc_port is not None:
         env["ROYALTY_METERING_GRPC_PORT"] = str(grpc_port)
     with log.open("ab") as out:
+        # `-m` puts the working directory first on the path: the checkout's own code runs.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "metering.server"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "metering.server"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=checkout,
         )
     deadline = time.monotonic() + 60
     import urllib.request
@@ -377,6 +394,19 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run the gateway (both deliveries) from another checkout of this repository, "
+        "as targets gateway_<delivery>@NAME alternated with the others on the same Kafka and "
+        "Triton: a before/after comparison of a gateway change (the checkout needs its native "
+        "library built or linked at metering/native/target)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=RESULTS, help=f"where to write (default {RESULTS.name})"
+    )
+    parser.add_argument(
         "--producer-only",
         action="store_true",
         help=f"only the producer (Kafka, no Triton); writes {PRODUCER_RESULTS.name}",
@@ -405,15 +435,23 @@ def main() -> None:
             "direct": (f"http://{triton.http_url}/v2/models/echo-lm/infer", {}),
             "direct_grpc": (triton.grpc_url, {}),
         }
-        for delivery in ("kafka", "spool"):
-            topic = make_topic(kafka.bootstrap_servers, f"usage-{delivery}")
+        checkouts = [("", REPO)] + [
+            (name, Path(path).resolve())
+            for name, _, path in (spec.partition("=") for spec in args.checkout)
+        ]
+        for (label, checkout), delivery in product(checkouts, ("kafka", "spool")):
+            suffix = f"@{label}" if label else ""
+            node = f"{delivery}-{label}" if label else delivery
+            topic = make_topic(kafka.bootstrap_servers, f"usage-{node}")
             env, key = setup_node(
-                root / f"node-{delivery}", kafka.bootstrap_servers, topic, triton, delivery
+                root / f"node-{node}", kafka.bootstrap_servers, topic, triton, delivery
             )
             port = free_port()
-            grpc_port = free_port() if delivery == "kafka" else None
-            gateways.append(start_gateway(env, port, root / f"gateway-{delivery}.log", grpc_port))
-            targets[f"gateway_{delivery}"] = (
+            grpc_port = free_port() if delivery == "kafka" and not label else None
+            gateways.append(
+                start_gateway(env, port, root / f"gateway-{node}.log", grpc_port, checkout)
+            )
+            targets[f"gateway_{delivery}{suffix}"] = (
                 f"http://127.0.0.1:{port}/v2/models/echo-lm/infer",
                 {"x-api-key": key},
             )
@@ -492,8 +530,8 @@ def main() -> None:
         "producer": producer,
         "targets": TARGETS,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
 
     columns = ("req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms")
     cpu_columns = ("client", "triton", "gateway", "kafka")
@@ -514,7 +552,7 @@ def main() -> None:
             )
     print()
     print_producer(producer)
-    print(f"\nwrote {RESULTS.relative_to(REPO)}")
+    print(f"\nwrote {args.output}")
 
 
 def machine() -> dict[str, Any]:
