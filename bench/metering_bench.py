@@ -208,7 +208,8 @@ async def load_grpc(
 def setup_node(
     root: Path, bootstrap: str, topic: str, triton: TritonServer, delivery: str
 ) -> tuple[dict[str, str], str]:
-    """Files and environment of a gateway process; returns (env, api key)."""
+    """Files and environment of a gateway process; returns (env, api key). Which code it runs
+    is `start_gateway`'s to say."""
     meta = root / "metering"
     key = SigningKey.generate(prefix="bench")
     write_json_atomic(meta / "signing-key.json", key.to_json())
@@ -218,7 +219,6 @@ def setup_node(
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROYALTY_")}
     env.update(
         {
-            "PYTHONPATH": str(REPO),
             "ROYALTY_DATA_DIR": str(root),
             "ROYALTY_LOG_LEVEL": "warning",
             "ROYALTY_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
