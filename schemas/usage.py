@@ -16,15 +16,17 @@ reinterpretation of `v1`.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from schemas.base import Record
+from schemas.base import Record, construct_unvalidated
 from schemas.cloudevents import JSON_CONTENT_TYPE, SPECVERSION, EventId, ShortText, SourceRef
-from schemas.codec import canonical_json, decode, encode
+from schemas.codec import MAX_EVENT_BYTES, canonical_json, decode, encode
 from schemas.evm import HexData
-from schemas.money import PositiveUint64, Uint64, Uint256
-from schemas.timestamps import UNIX_EPOCH, UtcDatetime
+from schemas.money import UINT64_MAX, UINT256_MAX, PositiveUint64, Uint64, Uint256
+from schemas.timestamps import UNIX_EPOCH, UtcDatetime, format_rfc3339
 
 _SECOND = timedelta(seconds=1)
 
@@ -117,11 +119,159 @@ def kafka_key(event: UsageEvent) -> bytes:
     return str(event.data.model_id).encode("ascii")
 
 
+@dataclass(frozen=True, slots=True)
+class ReadUsage:
+    """A usage event read from a message, with the two byte forms the stream needs."""
+
+    event: UsageEvent
+    encoded: bytes
+    """`encode_usage_event(event)`: the event's canonical bytes, its stored form."""
+    signed: bytes
+    """`signing_payload(event)`: what its signature must verify over."""
+
+
+def read_usage_event(raw: bytes | str) -> ReadUsage:
+    """`parse_usage_event(raw)` with its canonical bytes and signing payload.
+
+    A message a metering node wrote (`encode_usage_event`) is already its canonical bytes, and
+    its signing payload is those bytes without the signature: `trusted_usage_event` reads it
+    that way. Anything else is decoded and validated in full."""
+    trusted = _trusted(raw)
+    if trusted is not None:
+        return ReadUsage(trusted[0], trusted[1], trusted[2])
+    event = decode(UsageEvent, raw)
+    dump = event.model_dump(mode="json", exclude_none=True)
+    signed = canonical_json({k: v for k, v in dump.items() if k != "signature"})
+    return ReadUsage(event, canonical_json(dump), signed)
+
+
 def parse_usage_event(raw: bytes | str) -> UsageEvent:
     """Decode one `usage` topic message; raise `MalformedEvent` with the reason on any fault."""
-    return decode(UsageEvent, raw)
+    trusted = _trusted(raw)
+    return trusted[0] if trusted is not None else decode(UsageEvent, raw)
 
 
 def encode_usage_event(event: UsageEvent) -> bytes:
     """The canonical JSON bytes of a usage event (the `usage` topic message value)."""
     return encode(event)
+
+
+def _trusted(raw: bytes | str) -> tuple[UsageEvent, bytes, bytes] | None:
+    if isinstance(raw, str):
+        try:
+            raw = raw.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
+    if len(raw) > MAX_EVENT_BYTES:
+        return None
+    found = trusted_usage_event(raw)
+    return None if found is None else (found[0], raw, found[1])
+
+
+# The canonical bytes of a usage event (`encode_usage_event`) whose text is printable ASCII
+# without quotes or backslashes (so written as it is, without escapes): sorted keys, no
+# whitespace, optional fields present or absent, never null.
+_TEXT = rb"[\x20\x21\x23-\x5b\x5d-\x7e]"
+_NO_SPACE = rb"[\x21\x23-\x5b\x5d-\x7e]"
+_U256 = rb"0|[1-9][0-9]{0,77}"
+_U64 = rb"0|[1-9][0-9]{0,19}"
+_NODE_EVENT = re.compile(
+    rb'\{"data":\{'
+    rb'(?:"billing_metric":"(?P<billing_metric>' + _TEXT + rb'{1,256})",)?'
+    rb'(?:"latency_ms":(?P<latency_ms>' + _U64 + rb"),)?"
+    rb'"license_id":"(?P<license_id>' + _U256 + rb')",'
+    rb'"model_id":"(?P<model_id>' + _U256 + rb')"'
+    rb'(?:,"model_version":"(?P<model_version>' + _TEXT + rb'{1,256})")?'
+    rb'(?:,"request_id":"(?P<request_id>' + _TEXT + rb'{1,256})")?'
+    rb',"units":(?P<units>[1-9][0-9]{0,19})\},'
+    rb'"datacontenttype":"application/json",'
+    rb'"id":"(?P<id>' + _TEXT + rb'{1,128})"'
+    rb'(?:,"keyid":"(?P<keyid>' + _TEXT + rb'{1,256})")?'
+    rb'(?P<signed>,"signature":"(?P<signature>0x[0-9a-f]*)")?'
+    rb',"source":"(?P<source>' + _NO_SPACE + rb'{1,2048})"'
+    rb',"specversion":"1\.0"'
+    rb'(?:,"subject":"(?P<subject>' + _TEXT + rb'{1,256})")?'
+    rb',"time":"(?P<time>[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?Z)"'
+    rb',"type":"ai\.royalty\.usage\.v1"\}'
+)
+_TEXT_FIELDS = ("billing_metric", "model_version", "request_id", "id", "keyid", "subject")
+_GROUPS = (*_TEXT_FIELDS, "latency_ms", "license_id", "model_id", "units", "signature")
+
+
+def trusted_usage_event(encoded: bytes) -> tuple[UsageEvent, bytes] | None:
+    """The usage event whose canonical bytes are `encoded`, and its signing payload, read
+    without JSON decoding or pydantic validation, when `encoded` is exactly what a metering
+    node writes for a valid event; None for anything else, which full decoding and validation
+    then judge (so None never means "invalid").
+
+    Every check is the model's own rule, narrowed: text in printable ASCII without quotes or
+    backslashes, numbers and ids as their JSON form spells them, the time as `format_rfc3339`
+    writes it, the signature in lower-case hex, keys sorted, no whitespace, no nulls. The tests
+    hold it to `decode` and `encode` on generated and hostile documents.
+    """
+    match = _NODE_EVENT.fullmatch(encoded)
+    if match is None:
+        return None
+    (
+        billing_metric, model_version, request_id, event_id, keyid, subject,
+        latency, license_id, model_id, units, signature,
+    ) = match.group(*_GROUPS)  # fmt: skip
+    time = _utc_time(match["time"].decode("ascii"))
+    model = int(model_id)
+    license = int(license_id)
+    count = int(units)
+    latency_ms = None if latency is None else int(latency)
+    if (
+        time is None
+        or (signature is not None and len(signature) % 2)  # whole bytes
+        or model > UINT256_MAX
+        or license > UINT256_MAX
+        or count > UINT64_MAX
+        or (latency_ms is not None and latency_ms > UINT64_MAX)
+    ):
+        return None
+    data = {
+        "model_id": model,
+        "license_id": license,
+        "units": count,
+        "model_version": _text(model_version),
+        "request_id": _text(request_id),
+        "latency_ms": latency_ms,
+        "billing_metric": _text(billing_metric),
+    }
+    values = {
+        "specversion": SPECVERSION,
+        "id": event_id.decode("ascii"),
+        "source": match["source"].decode("ascii"),
+        "type": USAGE_EVENT_TYPE,
+        "time": time,
+        "datacontenttype": JSON_CONTENT_TYPE,
+        "subject": _text(subject),
+        "keyid": _text(keyid),
+        "signature": _text(signature),
+        "data": construct_unvalidated(
+            UsageData, data, {k for k, v in data.items() if v is not None}
+        ),
+    }
+    event = construct_unvalidated(UsageEvent, values, _present(values))
+    start, end = match.span("signed")
+    return event, encoded if start < 0 else encoded[:start] + encoded[end:]
+
+
+def _present(values: dict[str, object]) -> set[str]:
+    # The fields the document held (validation's `model_fields_set`): no null is ever held.
+    return {k for k, v in values.items() if v is not None}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("ascii")
+
+
+def _utc_time(value: str) -> datetime | None:
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if instant.tzinfo is not UTC or instant < UNIX_EPOCH or format_rfc3339(instant) != value:
+        return None
+    return instant

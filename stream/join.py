@@ -19,11 +19,12 @@ from datetime import datetime
 from typing import Any
 
 from schemas.accrual import Accrual, DeadLetter, RejectReason
+from schemas.base import construct_unvalidated
 from schemas.chain import ChainPosition
 from schemas.errors import MalformedEvent
 from schemas.evm import parse_address
 from schemas.money import BPS_TOTAL
-from schemas.usage import UsageEvent, parse_usage_event
+from schemas.usage import ReadUsage, UsageEvent, parse_usage_event, read_usage_event
 from stream.epochs import EpochClock
 from stream.errors import MissingPolicy
 from stream.state import ChainView
@@ -76,6 +77,15 @@ def parse(raw: bytes | str) -> UsageEvent | Rejected:
     """The usage event in `raw`, or its `malformed` rejection."""
     try:
         return parse_usage_event(raw)
+    except MalformedEvent as exc:
+        return Rejected(RejectReason.MALFORMED, exc.reason)
+
+
+def read(raw: bytes | str) -> ReadUsage | Rejected:
+    """The usage event in `raw` with its JSON form and canonical bytes (`read_usage_event`), or
+    its `malformed` rejection."""
+    try:
+        return read_usage_event(raw)
     except MalformedEvent as exc:
         return Rejected(RejectReason.MALFORMED, exc.reason)
 
@@ -228,13 +238,8 @@ def make_accrual(fields: dict[str, Any]) -> Accrual:
         or fields.keys() != _ACCRUAL_FIELDS
     ):
         return Accrual(**fields)
-    accrual = Accrual.__new__(Accrual)
     values = {**fields, "payer": payer, "operator": operator}
-    object.__setattr__(accrual, "__dict__", values)
-    object.__setattr__(accrual, "__pydantic_fields_set__", set(values))
-    object.__setattr__(accrual, "__pydantic_extra__", None)
-    object.__setattr__(accrual, "__pydantic_private__", None)
-    return accrual
+    return construct_unvalidated(Accrual, values, set(values))
 
 
 def _reject(reason: RejectReason, detail: str, event: UsageEvent) -> Rejected:

@@ -26,12 +26,11 @@ from sqlalchemy.engine import Connection
 
 from metering.signing import KeyRing
 from schemas.accrual import Accrual, DeadLetter, RejectReason
-from schemas.codec import canonical_json
 from schemas.timestamps import unix_seconds
-from schemas.usage import UsageEvent
+from schemas.usage import ReadUsage, UsageEvent
 from stream.dedupe import BatchDedupe
 from stream.epochs import EpochClock
-from stream.join import Accepted, Held, Rejected, join, parse
+from stream.join import Accepted, Held, Rejected, join, read
 from stream.sinks.sqlalchemy_accrual_store import JoinPosition, SqlAlchemyAccrualStore
 from stream.state import ChainView, MemoizedChainView
 
@@ -98,8 +97,8 @@ class ParsedMessage:
     offset: int
     raw: bytes | str
     item: UsageEvent | Rejected
-    document: dict[str, object] | None
-    """The event's dump, for its signing payload and stored form (None when rejected)."""
+    encoded: bytes | None
+    """The event's canonical bytes, its stored form (None when rejected)."""
     signature_error: str | None
     """Why the signature does not verify; None when it does (or the message is rejected)."""
 
@@ -109,25 +108,17 @@ def parse_messages(
 ) -> list[ParsedMessage]:
     """Parse `messages` and verify their signatures, in order.
 
-    One dump per event serves its signing payload (all but the signature) and its stored form;
-    the signatures of the whole batch are verified at once (on several cores when the backend
-    allows it)."""
-    parsed = [(offset, raw, parse(raw)) for offset, raw in messages]
-    events = [p for _, _, p in parsed if isinstance(p, UsageEvent)]
-    documents = [event.model_dump(mode="json", exclude_none=True) for event in events]
+    `read_usage_event` gives each event's canonical bytes (its stored form) and signing
+    payload, both slices of the message itself when a metering node wrote it. The signatures
+    of the whole batch are verified at once (on several cores when the backend allows it)."""
+    parsed = [(offset, raw, read(raw)) for offset, raw in messages]
     verdicts = iter(
-        key_ring.verdicts(
-            [
-                (event, canonical_json({k: v for k, v in doc.items() if k != "signature"}))
-                for event, doc in zip(events, documents, strict=True)
-            ]
-        )
+        key_ring.verdicts([(p.event, p.signed) for _, _, p in parsed if isinstance(p, ReadUsage)])
     )
-    dumped = iter(documents)
     return [
         ParsedMessage(offset, raw, item, None, None)
         if isinstance(item, Rejected)
-        else ParsedMessage(offset, raw, item, next(dumped), next(verdicts))
+        else ParsedMessage(offset, raw, item.event, item.encoded, next(verdicts))
         for offset, raw, item in parsed
     ]
 
@@ -174,7 +165,7 @@ def decide_partition_batch(
     payloads: list[str] = []
     outcome = PartitionOutcome(position=position, consumed=len(fresh))
     for message in inputs:
-        offset, raw, item, document = message.offset, message.raw, message.item, message.document
+        offset, raw, item, encoded = message.offset, message.raw, message.item, message.encoded
         if isinstance(item, Rejected):
             decision: Accepted | Rejected | Held = item
         else:
@@ -197,9 +188,9 @@ def decide_partition_batch(
             decided = None if decision.reason in _PRE_CHAIN else decision.event
         if decided is not None:
             dedupe.mark(decided.id)
-            assert document is not None  # a decided event was parsed
+            assert encoded is not None  # a decided event was parsed
             usage.append((decided, received_at))
-            payloads.append(canonical_json(document).decode("utf-8"))
+            payloads.append(encoded.decode("utf-8"))
     last = fresh[-1][0] if fresh else position.offset
     outcome.position = JoinPosition(offset=last, held=tuple(held))
     if on_decided is not None:
