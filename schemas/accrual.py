@@ -15,6 +15,7 @@ from pydantic import StrictBool, StringConstraints, model_validator
 from schemas.base import Record
 from schemas.chain import ChainPosition
 from schemas.cloudevents import EventId, SourceRef
+from schemas.codec import canonical_json
 from schemas.evm import Address
 from schemas.money import BPS_TOTAL, Bps, PositiveUint64, Uint64, Uint256
 from schemas.timestamps import UtcDatetime
@@ -110,6 +111,30 @@ def accrual_row(a: Accrual) -> tuple[Any, ...]:
         a.operator_bps,
         a.treasury_bps,
         a.contributors_bps,
+    )
+
+
+def encode_accrual(a: Accrual) -> bytes:
+    """`encode(a)`, the `accruals` message value, from `a`'s fields directly: every field is
+    required and its JSON form is known (uint256 as a decimal string, the state interval as a
+    pair), so no dump is needed."""
+    return canonical_json(
+        {
+            "usage_id": a.usage_id,
+            "epoch": a.epoch,
+            "model_id": str(a.model_id),
+            "license_id": str(a.license_id),
+            "payer": a.payer,
+            "event_time": a.event_time,
+            "units": a.units,
+            "price_per_unit_e6": str(a.price_per_unit_e6),
+            "fee_e6": str(a.fee_e6),
+            "state_interval": [a.state_interval.block_number, a.state_interval.log_index],
+            "operator": a.operator,
+            "operator_bps": a.operator_bps,
+            "treasury_bps": a.treasury_bps,
+            "contributors_bps": a.contributors_bps,
+        }
     )
 
 

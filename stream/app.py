@@ -91,6 +91,7 @@ from sqlalchemy.pool import NullPool
 from metering.kafka_usage_publisher import LEAN_CLIENT, KeyPartitions, discard_producer
 from metering.keyfiles import load_key_ring
 from metering.signing import KeyRing
+from schemas.accrual import encode_accrual
 from schemas.accrual import kafka_key as accrual_key
 from schemas.codec import encode
 from schemas.engine import create_engine
@@ -823,7 +824,7 @@ def send_outcome(
     c = config
     futures: list[Any] = []
     if outcome.accruals:
-        accruals = ((accrual_key(a), encode(a)) for a in outcome.accruals)
+        accruals = ((accrual_key(a), encode_accrual(a)) for a in outcome.accruals)
         _OUTPUT_PARTITIONS.send(producer, c.accruals_topic, accruals, futures)
     for d in outcome.letters:
         letter_key = (d.usage_id or "").encode()

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.accrual import (
@@ -15,9 +17,11 @@ from schemas.accrual import (
     Accrual,
     DeadLetter,
     RejectReason,
+    encode_accrual,
     kafka_key,
 )
 from schemas.chain import ChainPosition
+from schemas.codec import encode
 from tests.schemas.schema_factories import PAYER, accrual_doc
 
 NOW = datetime(2024, 5, 1, 12, tzinfo=UTC)
@@ -121,3 +125,43 @@ def test_invalid_dead_letters_are_rejected(change: dict[str, Any]) -> None:
     doc = {"reason": "malformed", "detail": "", "payload": "", "received_at": NOW, **change}
     with pytest.raises(ValidationError):
         DeadLetter.model_validate(doc)
+
+
+_U64 = st.integers(0, 2**64 - 1)
+
+
+@st.composite
+def _accruals(draw: st.DrawFn) -> Accrual:
+    units = draw(st.integers(1, 2**64 - 1))
+    price = draw(st.integers(0, (2**256 - 1) // units))
+    operator_bps = draw(st.integers(0, 10_000))
+    treasury_bps = draw(st.integers(0, 10_000 - operator_bps))
+    address = st.binary(min_size=20, max_size=20).map(lambda b: "0x" + b.hex())
+    return Accrual(
+        usage_id=draw(
+            st.text(
+                st.characters(min_codepoint=0x20, exclude_characters="\x7f"),
+                min_size=1,
+                max_size=128,
+            )
+        ),
+        epoch=draw(_U64),
+        model_id=draw(st.integers(0, 2**256 - 1)),
+        license_id=draw(st.integers(0, 2**256 - 1)),
+        payer=draw(address),
+        event_time=draw(_U64),
+        units=units,
+        price_per_unit_e6=price,
+        fee_e6=units * price,
+        state_interval=ChainPosition(draw(_U64), draw(_U64)),
+        operator=draw(address),
+        operator_bps=operator_bps,
+        treasury_bps=treasury_bps,
+        contributors_bps=10_000 - operator_bps - treasury_bps,
+    )
+
+
+@given(_accruals())
+def test_an_accrual_s_message_is_its_canonical_encoding(accrual: Accrual) -> None:
+    assert encode_accrual(accrual) == encode(accrual)
+    assert Accrual.model_validate_json(encode_accrual(accrual)) == accrual
