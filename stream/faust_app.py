@@ -93,9 +93,6 @@ from faust.types import TP
 from prometheus_client import start_http_server
 from sqlalchemy.engine import Connection, Engine, RootTransaction
 
-from schemas.accrual import encode_accrual
-from schemas.accrual import kafka_key as accrual_key
-from schemas.codec import encode
 from stream.app import (
     DECIDED,
     FINALIZED_BLOCK,
@@ -736,8 +733,7 @@ class FaustJoinWorker:
     def _collect(self, outputs: Outputs, outcome: PartitionOutcome) -> None:
         """Encode a decided partition batch's accruals and dead letters into `outputs` (sent
         once the whole take is decided)."""
-        outputs.accruals.extend((accrual_key(a), encode_accrual(a)) for a in outcome.accruals)
-        outputs.letters.extend(((d.usage_id or "").encode(), encode(d)) for d in outcome.letters)
+        outputs.add(outcome)
 
     # --- lifecycle -----------------------------------------------------------------------------
 

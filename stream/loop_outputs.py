@@ -1,14 +1,14 @@
-"""The faust worker's output producer: aiokafka on the worker's event loop, fed from the join's
-thread.
+"""The workers' output producer: aiokafka on an event loop, fed from the join's thread.
 
-The faust worker decides a take in a thread (the database work blocks) and must have its
-accruals and dead letters acknowledged by Kafka before it commits. Its outputs go out through
-aiokafka, the client faust itself runs on, from faust's event loop: the join's thread hands a
-take's encoded records over once (`publish`), they are appended to one record batch per
-partition (aiokafka's compiled batch builder) and sent, and the thread waits for every batch's
-acknowledgement. About 2 µs of CPU per record here, against 21-24 µs through kafka-python's
-`send()` and `flush()` (`bench/worker_outputs_bench.py`; the kafka-python worker keeps
-kafka-python).
+Both workers decide a batch in a thread that blocks on the database, and must have its
+accruals and dead letters acknowledged by Kafka before they commit. Their outputs go out
+through aiokafka, the client faust itself runs on: from faust's event loop in the faust
+worker, from an event loop on a thread of its own (`OutputLoop`) in the kafka-python worker.
+The join's thread hands a batch's encoded records over once (`publish`, or `submit` and later
+`wait`), they are appended to one record batch per partition (aiokafka's compiled batch
+builder) and sent, and the thread waits for every batch's acknowledgement. About 2 µs of CPU
+per record here, against 21-24 µs through kafka-python's `send()` and `flush()`
+(`bench/worker_outputs_bench.py`).
 
 Rules:
 
@@ -39,7 +39,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError as AIOKafkaError
 
 from metering.kafka_usage_publisher import KeyPartitions
+from schemas.accrual import encode_accrual
+from schemas.accrual import kafka_key as accrual_key
+from schemas.codec import encode
 from stream.errors import OutputsNotAcknowledged
+from stream.partition_batch import PartitionOutcome
 
 log = structlog.get_logger("royalty.worker.outputs")
 
@@ -62,6 +66,11 @@ class Outputs:
 
     def __len__(self) -> int:
         return len(self.accruals) + len(self.letters)
+
+    def add(self, outcome: PartitionOutcome) -> None:
+        """Encode a decided partition batch's accruals and dead letters onto these."""
+        self.accruals.extend((accrual_key(a), encode_accrual(a)) for a in outcome.accruals)
+        self.letters.extend(((d.usage_id or "").encode(), encode(d)) for d in outcome.letters)
 
 
 class LoopOutputProducer:
@@ -134,6 +143,18 @@ class LoopOutputProducer:
             return asyncio.run_coroutine_threadsafe(self.produce(outputs), loop)
         except RuntimeError as exc:  # the loop is closed
             raise OutputsNotAcknowledged(f"the worker's event loop is gone: {exc}") from exc
+
+    def connect(self) -> None:
+        """From a thread other than the loop's: start the producer now, if none is running;
+        raise `OutputsNotAcknowledged` when it cannot start (no broker within `timeout_s`)."""
+        loop = self._loop
+        if loop is None or self._closing.is_set():
+            raise OutputsNotAcknowledged("the output producer is not running")
+        try:
+            started = asyncio.run_coroutine_threadsafe(self._running(), loop)
+        except RuntimeError as exc:  # the loop is closed
+            raise OutputsNotAcknowledged(f"the event loop is gone: {exc}") from exc
+        self.wait(cast("Future[None]", started))
 
     def wait(self, future: Future[None]) -> None:
         """Wait until the outputs `submit` started are acknowledged; raise
@@ -251,3 +272,36 @@ class LoopOutputProducer:
             await self._stop(producer)
         if self._stopping:
             await asyncio.gather(*self._stopping, return_exceptions=True)
+
+
+class OutputLoop:
+    """An event loop on a thread of its own, running a `LoopOutputProducer` for a worker whose
+    own loop is synchronous (the kafka-python worker): `start()`, then the producer's
+    `publish` / `submit` / `connect` from the worker's thread, `close()` at the end."""
+
+    def __init__(self, producer: LoopOutputProducer, name: str = "royalty-worker-outputs") -> None:
+        self.producer = producer
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> LoopOutputProducer:
+        """Run the loop and attach the producer to it."""
+        self.producer.attach(self._loop)
+        self._thread.start()
+        return self.producer
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Close the producer on its loop (threads waiting in `publish` give up, their takes
+        roll back), then stop the loop and its thread."""
+        if self._thread.is_alive():
+            closing = asyncio.run_coroutine_threadsafe(self.producer.close(), self._loop)
+            with contextlib.suppress(Exception):
+                closing.result(timeout=timeout_s)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=timeout_s)
+        if not self._thread.is_alive():
+            self._loop.close()

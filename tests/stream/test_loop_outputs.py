@@ -22,7 +22,7 @@ from kafka.partitioner.default import murmur2
 from deploy.local import KafkaBroker
 from deploy.local.process import free_port
 from stream.errors import OutputsNotAcknowledged
-from stream.loop_outputs import LoopOutputProducer, Outputs
+from stream.loop_outputs import LoopOutputProducer, OutputLoop, Outputs
 from tests.stream.worker_support import topic_records
 
 pytestmark = [pytest.mark.kafka]
@@ -260,3 +260,33 @@ def test_publish_is_thread_safe_across_takes(kafka_broker: KafkaBroker) -> None:
     _on_loop(producer, body)
     values = sorted(v for _, _, v in topic_records(servers, topics[0])[1])
     assert values == sorted(v for t in takes for _, v in t.accruals)
+
+
+def test_an_output_loop_of_its_own_connects_publishes_and_stops(
+    kafka_broker: KafkaBroker,
+) -> None:
+    """The kafka-python worker's arrangement: the producer on an event loop of its own thread,
+    driven from the worker's thread. No broker: `connect` fails in time; the broker back: it
+    connects and a take is acknowledged; `close` stops the thread, and refuses what follows."""
+    servers = kafka_broker.bootstrap_servers
+    topics = _topics(servers)
+    outputs = OutputLoop(_producer(f"127.0.0.1:{free_port()}", topics, timeout_s=3))
+    producer = outputs.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(OutputsNotAcknowledged):
+            producer.connect()
+        assert time.monotonic() - started < 10
+        producer.bootstrap_servers = servers
+        producer.connect()
+        assert producer.started
+        take = Outputs(accruals=[(b"7", b'{"a":1}')], letters=[(b"u-1", b'{"d":1}')])
+        producer.wait(producer.submit(take))
+    finally:
+        outputs.close()
+    assert not any(t.name == "royalty-worker-outputs" for t in threading.enumerate())
+    assert producer.closed
+    with pytest.raises(OutputsNotAcknowledged):
+        producer.publish(take)
+    assert [r[1:] for r in topic_records(servers, topics[0])[1]] == [(b"7", b'{"a":1}')]
+    assert [r[1:] for r in topic_records(servers, topics[1])[1]] == [(b"u-1", b'{"d":1}')]
