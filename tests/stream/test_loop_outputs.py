@@ -1,4 +1,4 @@
-"""The faust worker's output producer (`stream.loop_outputs`) on a real broker: a take's
+"""The workers' output producer (`stream.loop_outputs`) on a real broker: a take's
 outputs published from a thread reach their topics, each on its key's partition, in order;
 nothing acknowledged means `OutputsNotAcknowledged` and a fresh producer next time; closing
 releases a thread that waits."""
