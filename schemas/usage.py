@@ -138,17 +138,15 @@ def read_usage_event(raw: bytes | str) -> ReadUsage:
     that way. Anything else is decoded and validated in full."""
     trusted = _trusted(raw)
     if trusted is not None:
-        return ReadUsage(trusted[0], trusted[1], trusted[2])
+        return trusted
     event = decode(UsageEvent, raw)
-    dump = event.model_dump(mode="json", exclude_none=True)
-    signed = canonical_json({k: v for k, v in dump.items() if k != "signature"})
-    return ReadUsage(event, canonical_json(dump), signed)
+    return ReadUsage(event, encode_usage_event(event), signing_payload(event))
 
 
 def parse_usage_event(raw: bytes | str) -> UsageEvent:
     """Decode one `usage` topic message; raise `MalformedEvent` with the reason on any fault."""
     trusted = _trusted(raw)
-    return trusted[0] if trusted is not None else decode(UsageEvent, raw)
+    return trusted.event if trusted is not None else decode(UsageEvent, raw)
 
 
 def encode_usage_event(event: UsageEvent) -> bytes:
@@ -156,7 +154,7 @@ def encode_usage_event(event: UsageEvent) -> bytes:
     return encode(event)
 
 
-def _trusted(raw: bytes | str) -> tuple[UsageEvent, bytes, bytes] | None:
+def _trusted(raw: bytes | str) -> ReadUsage | None:
     if isinstance(raw, str):
         try:
             raw = raw.encode("utf-8")
@@ -165,7 +163,7 @@ def _trusted(raw: bytes | str) -> tuple[UsageEvent, bytes, bytes] | None:
     if len(raw) > MAX_EVENT_BYTES:
         return None
     found = trusted_usage_event(raw)
-    return None if found is None else (found[0], raw, found[1])
+    return None if found is None else ReadUsage(found[0], raw, found[1])
 
 
 # The canonical bytes of a usage event (`encode_usage_event`) whose text is printable ASCII

@@ -82,8 +82,8 @@ def parse(raw: bytes | str) -> UsageEvent | Rejected:
 
 
 def read(raw: bytes | str) -> ReadUsage | Rejected:
-    """The usage event in `raw` with its JSON form and canonical bytes (`read_usage_event`), or
-    its `malformed` rejection."""
+    """The usage event in `raw` with its canonical bytes and signing payload
+    (`read_usage_event`), or its `malformed` rejection."""
     try:
         return read_usage_event(raw)
     except MalformedEvent as exc:
