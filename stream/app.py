@@ -124,9 +124,6 @@ DECIDED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-_OUTPUTS_TIMEOUT_S = 30.0
-"""How long a batch's outputs may wait for Kafka's acknowledgement before the batch rolls back
-(and how long the output producer may take to start)."""
 
 CHECK_USAGE_CRCS = importlib.util.find_spec("crc32c") is not None
 """Whether the usage consumer checks record batch CRCs: only with the C `crc32c` module, since
@@ -316,11 +313,9 @@ class KafkaJoinWorker:
                 accruals_topic=config.accruals_topic,
                 dead_letter_topic=config.dead_letter_topic,
                 client_id=f"{config.client_id}-out",
-                timeout_s=_OUTPUTS_TIMEOUT_S,
             )
         )
-        self._producer = self._outputs.producer
-        """The output producer: aiokafka on the `_outputs` loop's thread."""
+        """The output producer: aiokafka on an event loop of its own thread."""
         self._tried_at_block: dict[TopicPartition, int] = {}
         self._defer_inserts = self.engine.dialect.name == "postgresql"
         """Whether a batch's inserts run on the database while the next poll is read (the
@@ -342,8 +337,8 @@ class KafkaJoinWorker:
         servers = c.bootstrap_servers.split(",")
         deadline = time.monotonic() + c.connect_timeout_s
         chain_partitions = until_reachable("create the topics", deadline, self._ensure_topics)
-        self._outputs.start()
-        until_reachable("connect the producer", deadline, lambda left: self._producer.connect())
+        producer = self._outputs.start()
+        until_reachable("connect the producer", deadline, lambda left: producer.connect())
         self._chain = until_reachable(
             "connect the chain consumer",
             deadline,
@@ -699,7 +694,7 @@ class KafkaJoinWorker:
         try:
             flight.store.finish_deferred()
             # Produced and acknowledged before the commit: at least once on the topics.
-            confirm_sent(self._producer, flight.sent)
+            confirm_sent(self._outputs.producer, flight.sent)
             flight.transaction.commit()
         except (KafkaError, OutputsNotAcknowledged) as exc:
             abandon(flight.connection, flight.transaction)
@@ -768,7 +763,7 @@ class KafkaJoinWorker:
 
     def _send(self, outcome: PartitionOutcome) -> list[Future[None]]:
         """Hand the batch's accruals and dead letters to the producer (not yet acknowledged)."""
-        return send_outcome(self._producer, outcome)
+        return send_outcome(self._outputs.producer, outcome)
 
 
 def decide_usage(

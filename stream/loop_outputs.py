@@ -29,10 +29,10 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -46,6 +46,8 @@ from stream.errors import OutputsNotAcknowledged
 from stream.partition_batch import PartitionOutcome
 
 log = structlog.get_logger("royalty.worker.outputs")
+
+_T = TypeVar("_T")
 
 Record = tuple[bytes, bytes]
 """An output record: key, value."""
@@ -136,25 +138,24 @@ class LoopOutputProducer:
             done: Future[None] = Future()
             done.set_result(None)
             return done
-        loop = self._loop
-        if loop is None or self._closing.is_set():
-            raise OutputsNotAcknowledged("the output producer is not running")
-        try:
-            return asyncio.run_coroutine_threadsafe(self.produce(outputs), loop)
-        except RuntimeError as exc:  # the loop is closed
-            raise OutputsNotAcknowledged(f"the worker's event loop is gone: {exc}") from exc
+        return self._on_loop(lambda: self.produce(outputs))
 
     def connect(self) -> None:
         """From a thread other than the loop's: start the producer now, if none is running;
         raise `OutputsNotAcknowledged` when it cannot start (no broker within `timeout_s`)."""
+        self.wait(cast("Future[None]", self._on_loop(self._running)))
+
+    def _on_loop(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> Future[_T]:
+        """Run `work()` on the attached loop, from another thread; raise
+        `OutputsNotAcknowledged` when the producer is not running (never attached, closing,
+        its loop gone)."""
         loop = self._loop
         if loop is None or self._closing.is_set():
             raise OutputsNotAcknowledged("the output producer is not running")
         try:
-            started = asyncio.run_coroutine_threadsafe(self._running(), loop)
+            return asyncio.run_coroutine_threadsafe(work(), loop)
         except RuntimeError as exc:  # the loop is closed
-            raise OutputsNotAcknowledged(f"the event loop is gone: {exc}") from exc
-        self.wait(cast("Future[None]", started))
+            raise OutputsNotAcknowledged(f"the worker's event loop is gone: {exc}") from exc
 
     def wait(self, future: Future[None]) -> None:
         """Wait until the outputs `submit` started are acknowledged; raise
