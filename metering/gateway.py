@@ -372,11 +372,13 @@ class MeteringGateway:
                 latency_ms=int(upstream_s * 1000),
             )
         )
+        handed = time.perf_counter()
         try:
             delivery = await self.producer.publish(encoded.key, encoded.value)
         except MeteringError as exc:
             log.error("usage event not durable; response withheld", id=encoded.id, error=str(exc))
             raise UsageNotRecorded(f"usage could not be recorded, retry later: {exc}") from exc
+        self._child(self.metrics.durable_latency, delivery).observe(time.perf_counter() - handed)
         self._child(self.metrics.events, model, delivery).inc()
         # The correlation id from inference to payout: the stream and the settler log the
         # same usage_id (billed in which epoch, or rejected why).

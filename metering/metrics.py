@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (
+    0.0002,
     0.0005,
     0.001,
     0.002,
@@ -57,6 +58,14 @@ class MeteringMetrics:
             "royalty_gateway_upstream_seconds",
             "Time Triton took to answer a forwarded inference.",
             ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.durable_latency = Histogram(
+            "royalty_metering_durable_seconds",
+            "Time from a served inference's event handed to the producer to that event durable "
+            "(acked by Kafka, or fsync'd in the spool), by where it went.",
+            ["delivery"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

@@ -36,7 +36,7 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "reqps",
             ),
             Panel(
-                "Gateway latency p50 / p99, and Triton's share",
+                "Gateway latency p50 / p99; Triton's and the usage event's shares",
                 (
                     (
                         "gateway p50",
@@ -52,6 +52,11 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                         "triton p99",
                         "histogram_quantile(0.99, sum by (le) "
                         "(rate(royalty_gateway_upstream_seconds_bucket[5m])))",
+                    ),
+                    (
+                        "durable event p99 ({{delivery}})",
+                        "histogram_quantile(0.99, sum by (le, delivery) "
+                        "(rate(royalty_metering_durable_seconds_bucket[5m])))",
                     ),
                 ),
                 "s",

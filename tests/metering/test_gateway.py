@@ -168,10 +168,19 @@ def test_health_metadata_and_metrics(node: MeteringNode) -> None:
         )
         metrics = client.get("/metrics").text
     # Straight to Kafka, or through the spool if it came before the startup probe finished.
-    assert (
-        'royalty_metering_events_total{delivery="kafka",model="echo-lm"} 1.0' in metrics
-        or 'royalty_metering_events_total{delivery="spool",model="echo-lm"} 1.0' in metrics
+    delivery = "kafka" if 'delivery="kafka",model="echo-lm"} 1.0' in metrics else "spool"
+    assert f'royalty_metering_events_total{{delivery="{delivery}",model="echo-lm"}} 1.0' in metrics
+    # How long the event took to become durable, observed where it went.
+    assert f'royalty_metering_durable_seconds_count{{delivery="{delivery}"}} 1.0' in metrics
+    durable = float(
+        metrics.split(f'royalty_metering_durable_seconds_sum{{delivery="{delivery}"}} ')[1].split()[
+            0
+        ]
     )
+    request = float(
+        metrics.split('royalty_gateway_request_seconds_sum{model="echo-lm"} ')[1].split()[0]
+    )
+    assert 0 < durable < request
     assert "royalty_gateway_request_seconds_bucket" in metrics
     assert "royalty_metering_spool_depth " in metrics
     assert "royalty_metering_kafka_errors_total 0.0" in metrics
