@@ -5,9 +5,13 @@ load (fixed request count, bounded concurrency, async aiohttp client, `echo-lm` 
 tokens) is sent straight to Triton and through the gateway (a separate process, as deployed),
 in interleaved rounds so that background load on the machine hits both alike. The same again
 over KServe v2 gRPC (a `grpc.aio` client sending one pre-encoded ModelInferRequest), direct to
-Triton's gRPC port and through the gateway's (Kafka delivery). Reported per target and
-concurrency: throughput, p50 and p99 latency, and the gateway/direct ratios (gRPC against
-direct gRPC).
+Triton's gRPC port and through the gateway's (Kafka delivery). Also through
+`bench/passthrough_proxy.py`, the gateway's HTTP stack forwarding to Triton with no metering at
+all: the floor of one extra hop on this machine, so that the gateway's distance from direct
+splits into what the hop costs and what metering costs. Reported per target and concurrency:
+throughput, p50 and p99 latency, and the ratios to direct (gRPC against direct gRPC); for the
+gateways also the mean time a usage event took to become durable (their
+`royalty_metering_durable_seconds`: Kafka's ack, or the spool's fsync).
 
 Then the durable producer alone: pre-built signed events submitted as fast as possible until
 Kafka (or the spool, in write-ahead mode) has made every one durable, against raw kafka-python
@@ -28,7 +32,8 @@ gateways of another checkout (`git worktree add /tmp/before <rev>`, with its
 
 Every process shares the same cores (the client too: the same aiohttp client and concurrency
 for every target), so each round also records the CPU seconds per request spent by the client,
-Triton (with its Python backend stubs), the gateway and the Kafka broker: where the cores went.
+Triton (with its Python backend stubs), the gateways (with the pass-through proxy; idle ones
+cost next to nothing) and the Kafka broker: where the cores went.
 
 Prints a table and writes bench/results/metering.json.
 """
@@ -46,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from concurrent.futures import wait
 from datetime import UTC, datetime
@@ -257,8 +263,6 @@ def start_gateway(
             cwd=checkout,
         )
     deadline = time.monotonic() + 60
-    import urllib.request
-
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1):
@@ -268,6 +272,47 @@ def start_gateway(
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
+
+
+def start_passthrough(upstream: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`bench/passthrough_proxy.py` in front of Triton's HTTP port, ready to forward."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "bench" / "passthrough_proxy.py"),
+                "--port",
+                str(port),
+                "--upstream",
+                upstream,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"pass-through proxy did not start: {log.read_text()[-2000:]}")
+
+
+def durable_seconds(port: int) -> tuple[float, float]:
+    """The `royalty_metering_durable_seconds` so far of the gateway on `port`: (seconds,
+    events), all deliveries."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    totals = {"_sum": 0.0, "_count": 0.0}
+    for line in text.splitlines():
+        if line.startswith("royalty_metering_durable_seconds_"):
+            name, _, value = line.rpartition(" ")
+            for suffix in totals:
+                if name.startswith(f"royalty_metering_durable_seconds{suffix}"):
+                    totals[suffix] += float(value)
+    return totals["_sum"], totals["_count"]
 
 
 def make_topic(bootstrap: str, name: str) -> str:
@@ -439,6 +484,7 @@ def main() -> None:
             (name, Path(path).resolve())
             for name, _, path in (spec.partition("=") for spec in args.checkout)
         ]
+        metrics: dict[str, int] = {}  # gateway targets: the HTTP port of their /metrics
         for (label, checkout), delivery in product(checkouts, ("kafka", "spool")):
             suffix = f"@{label}" if label else ""
             node = f"{delivery}-{label}" if label else delivery
@@ -455,8 +501,14 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/v2/models/echo-lm/infer",
                 {"x-api-key": key},
             )
+            metrics[f"gateway_{delivery}{suffix}"] = port
             if grpc_port is not None:
                 targets[f"gateway_{delivery}_grpc"] = (f"127.0.0.1:{grpc_port}", {"x-api-key": key})
+                metrics[f"gateway_{delivery}_grpc"] = port
+        # The floor: one hop through the gateway's HTTP stack with no metering at all.
+        port = free_port()
+        gateways.append(start_passthrough(triton.http_url, port, root / "passthrough.log"))
+        targets["passthrough"] = (f"http://127.0.0.1:{port}/v2/models/echo-lm/infer", {})
         runs: dict[str, dict[int, list[dict[str, Any]]]] = {t: {} for t in targets}
         triton_pid = triton._process.pid if triton._process is not None else None
         kafka_pid = kafka._process.pid if kafka._process is not None else None
@@ -472,7 +524,13 @@ def main() -> None:
                     before = {k: cpu_seconds(v) for k, v in trees.items()}
                     client_before = os.times()
                     run = load_grpc if name.endswith("_grpc") else load
+                    durable_before = durable_seconds(metrics[name]) if name in metrics else None
                     result = asyncio.run(run(url, headers, count, concurrency))
+                    if durable_before is not None:
+                        durable_after = durable_seconds(metrics[name])
+                        events = durable_after[1] - durable_before[1]
+                        spent_s = durable_after[0] - durable_before[0]
+                        result["durable_ms_mean"] = spent_s / events * 1000 if events else None
                     client_after = os.times()
                     sent = count + min(50, count)  # with the warm-up requests
                     spent = {k: cpu_seconds(v) - before[k] for k, v in trees.items()}
@@ -495,6 +553,15 @@ def main() -> None:
                         k: statistics.median(r["cpu_us_per_request"][k] for r in results)
                         for k in results[0]["cpu_us_per_request"]
                     },
+                    **(
+                        {
+                            "durable_ms_mean": statistics.median(
+                                r["durable_ms_mean"] for r in results
+                            )
+                        }
+                        if name in metrics
+                        else {}
+                    ),
                     "rounds": results,
                 }
         ratios: dict[str, Any] = {}
@@ -533,7 +600,7 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
 
-    columns = ("req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms")
+    columns = ("req/s", "p50 ms", "p99 ms", "ratio", "+p50 ms", "durable ms")
     cpu_columns = ("client", "triton", "gateway", "kafka")
     print(
         f"{'target':<16}{'conc':>5}"
@@ -545,6 +612,8 @@ def main() -> None:
         for c, s in by_c.items():
             r = ratios.get(name, {}).get(c)
             extra = f"{r['throughput_ratio']:>10.2f}{r['added_p50_ms']:>10.2f}" if r else " " * 20
+            durable = s.get("durable_ms_mean")
+            extra += f"{durable:>10.2f}" if durable is not None else " " * 10
             cpu = " ".join(f"{s['cpu_us_per_request'][k]:>7.0f}" for k in cpu_columns)
             print(
                 f"{name:<16}{c:>5}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{extra}"
