@@ -79,6 +79,9 @@ from metering.keyfiles import save_api_key_records, write_json_atomic  # noqa: E
 from metering.signing import KeyRing, Signer, SigningKey  # noqa: E402
 from metering.spool import FileSpool  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from passthrough_proxy import start as start_passthrough  # noqa: E402
+
 RESULTS = REPO / "bench" / "results" / "metering.json"
 PRODUCER_RESULTS = REPO / "bench" / "results" / "metering-producer.json"
 TARGETS = {"throughput_ratio_min": 0.8, "added_p50_ms_max": 2.0, "producer_per_s_min": 20_000}
@@ -272,32 +275,6 @@ def start_gateway(
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
-
-
-def start_passthrough(upstream: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-    """`bench/passthrough_proxy.py` in front of Triton's HTTP port, ready to forward."""
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "bench" / "passthrough_proxy.py"),
-                "--port",
-                str(port),
-                "--upstream",
-                upstream,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError(f"pass-through proxy did not start: {log.read_text()[-2000:]}")
 
 
 def durable_seconds(port: int) -> tuple[float, float]:
@@ -604,7 +581,8 @@ def main() -> None:
     cpu_columns = ("client", "triton", "gateway", "kafka")
     print(
         f"{'target':<16}{'conc':>5}"
-        + "".join(f"{c:>10}" for c in columns)
+        + "".join(f"{c:>10}" for c in columns[:-1])
+        + f"{columns[-1]:>12}"
         + "   CPU us/req: "
         + " ".join(f"{c:>7}" for c in cpu_columns)
     )
@@ -613,7 +591,7 @@ def main() -> None:
             r = ratios.get(name, {}).get(c)
             extra = f"{r['throughput_ratio']:>10.2f}{r['added_p50_ms']:>10.2f}" if r else " " * 20
             durable = s.get("durable_ms_mean")
-            extra += f"{durable:>10.2f}" if durable is not None else " " * 10
+            extra += f"{durable:>12.2f}" if durable is not None else " " * 12
             cpu = " ".join(f"{s['cpu_us_per_request'][k]:>7.0f}" for k in cpu_columns)
             print(
                 f"{name:<16}{c:>5}{s['rps']:>10.0f}{s['p50_ms']:>10.2f}{s['p99_ms']:>10.2f}{extra}"

@@ -14,7 +14,10 @@ Not a product component: the benchmark starts it as its own process, like a gate
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -82,6 +85,26 @@ class PassThrough:
             ]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
+
+
+def start(upstream: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """This proxy as a process on `port` in front of `upstream` (Triton's HTTP host:port),
+    returned once it forwards (Triton answers its readiness probe through it)."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--port", str(port), "--upstream", upstream],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1):
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"pass-through proxy did not start: {log.read_text()[-2000:]}")
 
 
 def main() -> None:

@@ -4,11 +4,10 @@ passes), or the gateway's distance from it would measure something else than met
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import pytest
@@ -20,34 +19,22 @@ REPO = Path(__file__).resolve().parents[2]
 ECHO = {"inputs": [{"name": "prompt", "shape": [1, 1], "datatype": "BYTES", "data": ["a b c"]}]}
 
 
+def _proxy_module() -> ModuleType:
+    path = REPO / "bench" / "passthrough_proxy.py"
+    spec = importlib.util.spec_from_file_location("passthrough_proxy", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture
 def passthrough(triton_server: TritonServer, tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    with (tmp_path / "passthrough.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "bench" / "passthrough_proxy.py"),
-                "--port",
-                str(port),
-                "--upstream",
-                triton_server.http_url,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc = _proxy_module().start(triton_server.http_url, port, tmp_path / "passthrough.log")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "passthrough.log").read_text()
-            time.sleep(0.2)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(30)
