@@ -66,6 +66,7 @@ import aiohttp  # noqa: E402
 import grpc  # noqa: E402
 from kafka import KafkaProducer  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 from tritonclient.grpc import service_pb2 as pb  # noqa: E402
 
 from deploy.local import KafkaBroker, TritonServer  # noqa: E402
@@ -282,14 +283,15 @@ def durable_seconds(port: int) -> tuple[float, float]:
     events), all deliveries."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    totals = {"_sum": 0.0, "_count": 0.0}
-    for line in text.splitlines():
-        if line.startswith("royalty_metering_durable_seconds_"):
-            name, _, value = line.rpartition(" ")
-            for suffix in totals:
-                if name.startswith(f"royalty_metering_durable_seconds{suffix}"):
-                    totals[suffix] += float(value)
-    return totals["_sum"], totals["_count"]
+    seconds = events = 0.0
+    for family in text_string_to_metric_families(text):
+        if family.name == "royalty_metering_durable_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_sum"):
+                    seconds += sample.value
+                elif sample.name.endswith("_count"):
+                    events += sample.value
+    return seconds, events
 
 
 def make_topic(bootstrap: str, name: str) -> str:

@@ -26,11 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uvicorn
 
+from metering.gateway import FORWARD_REQUEST_HEADERS, FORWARD_RESPONSE_HEADERS
 from metering.upstream import UpstreamError, UpstreamPool
 
 Message = MutableMapping[str, Any]
-_FORWARD_REQUEST = (b"content-type", b"inference-header-content-length", b"content-encoding")
-_FORWARD_RESPONSE = ("content-type", "inference-header-content-length")
 
 
 class PassThrough:
@@ -66,9 +65,9 @@ class PassThrough:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         headers = [
-            (name.decode("latin-1"), value.decode("latin-1"))
+            (text, value.decode("latin-1"))
             for name, value in scope["headers"]
-            if name in _FORWARD_REQUEST
+            if (text := name.decode("latin-1")) in FORWARD_REQUEST_HEADERS
         ]
         try:
             resp = await self.pool.request(
@@ -80,7 +79,7 @@ class PassThrough:
             status, body = resp.status, resp.body
             out = [
                 (name.encode(), resp.headers[name].encode())
-                for name in _FORWARD_RESPONSE
+                for name in FORWARD_RESPONSE_HEADERS
                 if name in resp.headers
             ]
         await send({"type": "http.response.start", "status": status, "headers": out})

@@ -74,8 +74,8 @@ _INFER = re.compile(r"^/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?/infer$")
 _MODEL_META = re.compile(r"^/v2/models/([^/]+)(?:/versions/([0-9]{1,18}))?(/config|/ready)?$")
 _HEALTH = frozenset({"/v2/health/live", "/v2/health/ready"})
 # Request headers Triton needs; credentials never reach the model server.
-_FORWARD_REQUEST = ("content-type", "inference-header-content-length", "content-encoding")
-_FORWARD_RESPONSE = ("content-type", "inference-header-content-length")
+FORWARD_REQUEST_HEADERS = ("content-type", "inference-header-content-length", "content-encoding")
+FORWARD_RESPONSE_HEADERS = ("content-type", "inference-header-content-length")
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -282,7 +282,7 @@ class MeteringGateway:
         self._child(self.metrics.upstream_latency, model).observe(upstream_s)
         out_headers = [
             (name.encode(), upstream_headers[name].encode())
-            for name in _FORWARD_RESPONSE
+            for name in FORWARD_RESPONSE_HEADERS
             if name in upstream_headers
         ]
         if status != 200:
@@ -396,7 +396,7 @@ class MeteringGateway:
     async def _forward(
         self, path: str, headers: Mapping[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes, float]:
-        forward = [(name, headers[name]) for name in _FORWARD_REQUEST if name in headers]
+        forward = [(name, headers[name]) for name in FORWARD_REQUEST_HEADERS if name in headers]
         started = time.perf_counter()
         try:
             resp = await self.pool.request("POST", path, forward, body)

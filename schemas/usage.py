@@ -17,6 +17,7 @@ reinterpretation of `v1`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -247,16 +248,14 @@ def trusted_usage_event(encoded: bytes) -> tuple[UsageEvent, bytes] | None:
         "subject": _text(subject),
         "keyid": _text(keyid),
         "signature": _text(signature),
-        "data": construct_unvalidated(
-            UsageData, data, {k for k, v in data.items() if v is not None}
-        ),
+        "data": construct_unvalidated(UsageData, data, _present(data)),
     }
     event = construct_unvalidated(UsageEvent, values, _present(values))
     start, end = match.span("signed")
     return event, encoded if start < 0 else encoded[:start] + encoded[end:]
 
 
-def _present(values: dict[str, object]) -> set[str]:
+def _present(values: Mapping[str, object]) -> set[str]:
     # The fields the document held (validation's `model_fields_set`): no null is ever held.
     return {k for k, v in values.items() if v is not None}
 

@@ -690,7 +690,7 @@ class FaustJoinWorker:
                         component,
                         fresh,
                         self.chain.view,
-                        lambda outcome: self._collect(outputs, outcome),
+                        outputs.add,
                         parsed=None
                         if mine is None
                         else [m for m in mine if m.offset > position.offset],
@@ -729,11 +729,6 @@ class FaustJoinWorker:
             raise
         connection.close()
         return results
-
-    def _collect(self, outputs: Outputs, outcome: PartitionOutcome) -> None:
-        """Encode a decided partition batch's accruals and dead letters into `outputs` (sent
-        once the whole take is decided)."""
-        outputs.add(outcome)
 
     # --- lifecycle -----------------------------------------------------------------------------
 

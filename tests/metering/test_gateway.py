@@ -11,6 +11,7 @@ from collections import Counter
 import httpx
 import pytest
 from eth_account import Account
+from prometheus_client.parser import text_string_to_metric_families
 
 from metering.wallet_auth import sign_request
 from tests.metering.harness import (
@@ -172,14 +173,13 @@ def test_health_metadata_and_metrics(node: MeteringNode) -> None:
     assert f'royalty_metering_events_total{{delivery="{delivery}",model="echo-lm"}} 1.0' in metrics
     # How long the event took to become durable, observed where it went.
     assert f'royalty_metering_durable_seconds_count{{delivery="{delivery}"}} 1.0' in metrics
-    durable = float(
-        metrics.split(f'royalty_metering_durable_seconds_sum{{delivery="{delivery}"}} ')[1].split()[
-            0
-        ]
-    )
-    request = float(
-        metrics.split('royalty_gateway_request_seconds_sum{model="echo-lm"} ')[1].split()[0]
-    )
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+    }
+    durable = samples[("royalty_metering_durable_seconds_sum", (("delivery", delivery),))]
+    request = samples[("royalty_gateway_request_seconds_sum", (("model", "echo-lm"),))]
     assert 0 < durable < request
     assert "royalty_gateway_request_seconds_bucket" in metrics
     assert "royalty_metering_spool_depth " in metrics
