@@ -140,7 +140,10 @@ def _accruals(draw: st.DrawFn) -> Accrual:
     return Accrual(
         usage_id=draw(
             st.text(
-                st.characters(min_codepoint=0x20, exclude_characters="\x7f"),
+                # Any text an id may hold: no controls, and no lone surrogates (not text).
+                st.characters(
+                    min_codepoint=0x20, exclude_characters="\x7f", exclude_categories=("Cs",)
+                ),
                 min_size=1,
                 max_size=128,
             )
